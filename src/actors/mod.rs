@@ -1,0 +1,8 @@
+//! The actors: the [`scheduler`], the [`stage`] worker pools, and the [`pipeline`] that starts and
+//! owns them.
+
+pub mod pipeline;
+pub mod scheduler;
+pub mod stage;
+
+pub use pipeline::{Engine, EngineParts};

@@ -1,0 +1,259 @@
+//! Application commands: what the CLI and the HTTP API both do, in one place. Neither face opens
+//! the database itself; both call these.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::actors::Engine;
+use crate::clock::{Millis, SharedClock, SystemClock};
+use crate::config::Config;
+use crate::engine::Registry;
+use crate::journal::{
+    self, DEFAULT_TENANT, Enqueued, Event, JobFilter, JobRecord, JobState, Journal, NewJob, PauseScope, QueueStat,
+    SqliteJournal,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found: {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("journal unavailable: {0}")]
+    Journal(String),
+}
+
+impl Error {
+    /// The snake_case code of the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Invalid(_) => "invalid_request",
+            Error::Conflict(_) => "conflict",
+            Error::Journal(_) => "journal_unavailable",
+        }
+    }
+}
+
+impl From<journal::Error> for Error {
+    fn from(e: journal::Error) -> Self {
+        match e {
+            journal::Error::NotFound { what, id } => Error::NotFound { what, id },
+            journal::Error::Conflict(m) => Error::Conflict(m),
+            journal::Error::Invalid(m) => Error::Invalid(m),
+            e => Error::Journal(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a caller asks to enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    pub kind: String,
+    pub tenant: Option<String>,
+    pub media_id: Option<String>,
+    pub params: Option<serde_json::Value>,
+    pub batch: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Queues and stages, for `queues list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuesView {
+    pub queues: Vec<QueueRow>,
+    pub stages: Vec<StageRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueRow {
+    #[serde(flatten)]
+    pub stat: QueueStat,
+    pub oldest_age_s: Option<f64>,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRow {
+    pub stage: String,
+    pub workers: usize,
+    pub ready: u64,
+    pub running: u64,
+    pub paused: bool,
+}
+
+/// The outcome of one item of a bulk action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemResult {
+    pub id: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<journal::ErrorInfo>,
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub journal: Arc<dyn Journal>,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    /// Present inside `lectern serve`: told to look for work after each change.
+    pub engine: Option<Engine>,
+}
+
+impl App {
+    /// Opens the embedded journal under the configured data dir.
+    pub fn open(config: Config) -> Result<Self> {
+        let journal = SqliteJournal::open(&config.journal_path())?;
+        Ok(Self::with(Arc::new(journal), Arc::new(SystemClock), config, Registry::builtin()))
+    }
+
+    pub fn with(journal: Arc<dyn Journal>, clock: SharedClock, config: Config, registry: Registry) -> Self {
+        Self { journal, clock, config: Arc::new(config), registry, engine: None }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data.dir
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    fn wake(&self) {
+        if let Some(e) = &self.engine {
+            e.wake();
+        }
+    }
+
+    /// Resolves a tenant given by id or name (`None`: the default tenant).
+    pub fn tenant_id(&self, tenant: Option<&str>) -> Result<String> {
+        let t = tenant.unwrap_or(DEFAULT_TENANT);
+        self.journal.tenant(t)?.map(|t| t.id).ok_or_else(|| Error::NotFound { what: "tenant", id: t.to_string() })
+    }
+
+    pub fn enqueue(&self, req: EnqueueRequest) -> Result<Enqueued> {
+        let kind = self.registry.job_kind(&req.kind).ok_or_else(|| {
+            let known: Vec<_> = self.registry.kinds().map(|k| k.name.as_str()).collect();
+            Error::Invalid(format!("unknown job kind {:?} (known: {})", req.kind, known.join(", ")))
+        })?;
+        let job = NewJob {
+            tenant: self.tenant_id(req.tenant.as_deref())?,
+            media_id: req.media_id,
+            kind: kind.name.clone(),
+            params: req.params.unwrap_or_else(|| serde_json::json!({})),
+            batch: req.batch,
+            idempotency_key: req.idempotency_key,
+            steps: kind.steps.clone(),
+        };
+        let e = self.journal.enqueue(job, self.now())?;
+        self.wake();
+        Ok(e)
+    }
+
+    pub fn jobs(
+        &self,
+        state: Option<JobState>,
+        tenant: Option<&str>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<JobRecord>> {
+        let tenant = tenant.map(|t| self.tenant_id(Some(t))).transpose()?;
+        let filter = JobFilter { state, tenant, before_seq: before, limit: Some(limit), ..Default::default() };
+        Ok(self.journal.jobs(&filter)?)
+    }
+
+    pub fn job(&self, id: &str) -> Result<(JobRecord, Vec<Event>)> {
+        let job = self.journal.job(id)?.ok_or_else(|| Error::NotFound { what: "job", id: id.to_string() })?;
+        let events = self.journal.events(id)?;
+        Ok((job, events))
+    }
+
+    pub fn retry(&self, id: &str) -> Result<JobRecord> {
+        let j = self.journal.retry_job(id, self.now())?;
+        self.wake();
+        Ok(j)
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<JobRecord> {
+        let j = self.journal.cancel_job(id, self.now())?;
+        self.wake();
+        Ok(j)
+    }
+
+    /// Applies `f` to each id, collecting per-item results (a bulk action never stops half-way).
+    pub fn each(&self, ids: &[String], f: impl Fn(&Self, &str) -> Result<JobRecord>) -> Vec<ItemResult> {
+        ids.iter()
+            .map(|id| match f(self, id) {
+                Ok(j) => ItemResult { id: id.clone(), ok: true, state: Some(j.state), error: None },
+                Err(e) => ItemResult {
+                    id: id.clone(),
+                    ok: false,
+                    state: None,
+                    error: Some(journal::ErrorInfo::new(e.code(), e.to_string())),
+                },
+            })
+            .collect()
+    }
+
+    /// Every job in `state` (of one tenant, if given), oldest first.
+    pub fn ids_in_state(&self, state: JobState, tenant: Option<&str>) -> Result<Vec<String>> {
+        let tenant = tenant.map(|t| self.tenant_id(Some(t))).transpose()?;
+        let filter = JobFilter { state: Some(state), tenant, ..Default::default() };
+        Ok(self.journal.jobs(&filter)?.into_iter().rev().map(|j| j.id).collect())
+    }
+
+    pub fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<PauseScope> {
+        let scope = match scope {
+            PauseScope::Tenant(t) => PauseScope::Tenant(self.tenant_id(Some(&t))?),
+            PauseScope::Stage(s) => {
+                if !self.registry.stages().any(|(n, _)| *n == s) && !self.config.stages.contains_key(&s) {
+                    let known: Vec<_> = self.registry.stages().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::Invalid(format!("unknown stage {s:?} (known: {})", known.join(", "))));
+                }
+                PauseScope::Stage(s)
+            }
+        };
+        self.journal.set_paused(&scope, paused, self.now())?;
+        self.wake();
+        Ok(scope)
+    }
+
+    pub fn queues(&self) -> Result<QueuesView> {
+        let now = self.now();
+        let pauses = self.journal.pauses()?;
+        let stats = self.journal.queue_stats(now)?;
+        let stage_paused = |s: &str| pauses.contains(&PauseScope::Stage(s.to_string()));
+        let tenant_paused = |t: &str| pauses.contains(&PauseScope::Tenant(t.to_string()));
+        let queues = stats
+            .iter()
+            .map(|s| QueueRow {
+                stat: s.clone(),
+                oldest_age_s: s.oldest_ready_at.map(|t| (now - t).max(0) as f64 / 1e3),
+                paused: tenant_paused(&s.tenant) || stage_paused(&s.stage),
+            })
+            .collect();
+        let mut names: Vec<String> = self.registry.stages().map(|(n, _)| n.clone()).collect();
+        names.extend(stats.iter().map(|s| s.stage.clone()));
+        names.sort();
+        names.dedup();
+        let stages = names
+            .into_iter()
+            .map(|n| StageRow {
+                workers: self.config.workers_for(&n),
+                ready: stats.iter().filter(|s| s.stage == n).map(|s| s.ready).sum(),
+                running: stats.iter().filter(|s| s.stage == n).map(|s| s.running).sum(),
+                paused: stage_paused(&n),
+                stage: n,
+            })
+            .collect();
+        Ok(QueuesView { queues, stages })
+    }
+}

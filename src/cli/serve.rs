@@ -1,0 +1,51 @@
+//! `lectern serve`: the HTTP API and every worker in one process.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use super::{CliResult, Failure};
+use crate::actors::{Engine, EngineParts};
+use crate::app::App;
+use crate::config::Config;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::storage::LocalFs;
+
+/// The lock file that makes one `serve` the only owner of a data dir. Holding it is what lets a
+/// restarted server take back every step left running at once (nobody else can be running them).
+const LOCK_FILE: &str = "lectern.lock";
+
+pub fn run(config: Config) -> CliResult {
+    crate::telemetry::init(&config.log);
+    let dir = config.data.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| format!("cannot create lock file: {e}"))?;
+    if lock.try_lock().is_err() {
+        return Err(Failure {
+            message: format!("another `lectern serve` is running on data dir {}", dir.display()),
+            code: 1,
+        });
+    }
+    let addr = config.http.addr.clone();
+    let blobs = Arc::new(LocalFs::new(config.blob_dir()));
+    let mut app = App::open(config)?;
+    let system = actix::System::new();
+    let result: Result<(), Failure> = system.block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::start(EngineParts {
+            journal: app.journal.clone(),
+            clock: app.clock.clone(),
+            blobs,
+            metrics: metrics.clone(),
+            config: app.config.clone(),
+            registry: app.registry.clone(),
+        })?;
+        tracing::info!(%addr, data_dir = %app.data_dir().display(), owner = engine.owner(), "lectern serving");
+        app.engine = Some(engine);
+        http::serve(http::State { app, metrics }, &addr).await.map_err(|e| format!("http server on {addr}: {e}"))?;
+        tracing::info!("lectern stopped");
+        Ok(())
+    });
+    drop(lock);
+    result
+}

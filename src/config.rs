@@ -1,0 +1,386 @@
+//! Configuration: a TOML file (`--config PATH` or `LECTERN_CONFIG`) whose every `[section] key` can
+//! be overridden by an environment variable `LECTERN_<SECTION>_<KEY>` (upper case, `-` as `_`).
+//! Unknown keys and invalid values fail at start with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::RetryPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("invalid config key {key}: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> Error {
+    Error::Key { key: key.to_string(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataOptions,
+    pub http: HttpOptions,
+    pub models: ModelsOptions,
+    pub admin: AdminOptions,
+    pub webhook: WebhookOptions,
+    pub log: LogOptions,
+    pub scheduler: SchedulerOptions,
+    /// The default retry policy of every step.
+    pub retry: RetryPolicy,
+    /// Per-step overrides of the retry policy: `[step-retry.transcode]`.
+    pub step_retry: BTreeMap<String, RetryPolicy>,
+    /// Per-stage worker pools: `[stages.transcode] workers = 1`.
+    pub stages: BTreeMap<String, StageOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DataOptions {
+    /// Where the journal (SQLite), media files and indexes live.
+    pub dir: PathBuf,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("./data") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpOptions {
+    /// Listen address.
+    pub addr: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:8080".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ModelsOptions {
+    /// Where fetched models live.
+    pub dir: PathBuf,
+}
+
+impl Default for ModelsOptions {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("./models/cache") }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AdminOptions {
+    /// The operator's bearer key.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WebhookOptions {
+    /// Hosts or CIDRs webhooks may reach despite the private-address guard (comma-separated in env).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LogOptions {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `lectern=debug,actix=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SchedulerOptions {
+    /// How often the scheduler looks at the journal for work it was not told about (CLI changes,
+    /// elapsed backoffs, other nodes).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often running steps' leases are renewed from their progress reports.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A running step whose lease was not renewed for this long is taken back (a silent node).
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// A running step that reported no progress for this long is cancelled and retried.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// At most this many steps of one tenant run at once, across stages.
+    pub tenant_max_in_flight: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(250),
+            heartbeat_interval: Duration::from_secs(2),
+            lease_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(600),
+            tenant_max_in_flight: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct StageOptions {
+    /// Worker threads of the stage: how many of its steps run at once on this node.
+    pub workers: usize,
+}
+
+impl Default for StageOptions {
+    fn default() -> Self {
+        Self { workers: 1 }
+    }
+}
+
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(l) => l,
+        Raw::Csv(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
+
+/// Keys whose environment value is always taken as a string, however it looks.
+const STRING_KEYS: &[&str] =
+    &["data.dir", "http.addr", "models.dir", "admin.key", "webhook.allow", "log.format", "log.level"];
+/// Sections that `LECTERN_<SECTION>_<KEY>` can address.
+const SECTIONS: &[&str] = &["data", "http", "models", "admin", "webhook", "log", "scheduler", "retry"];
+/// Environment variables with the prefix that are not config keys.
+const NOT_KEYS: &[&str] = &["LECTERN_CONFIG"];
+
+/// Default worker counts for the pipeline's stages on a 2-vCPU node.
+fn default_workers(stage: &str) -> usize {
+    match stage {
+        "probe" => 2,
+        "notify" => 4,
+        _ => 1,
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `LECTERN_*` variables from `env`, and validates.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, Error> {
+        let mut root = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read { path: p.into(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| Error::Invalid { origin: format!(" file {}", p.display()), message: e.to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with("LECTERN_")).collect();
+        env.sort();
+        for (var, value) in env {
+            if NOT_KEYS.contains(&var.as_str()) {
+                continue;
+            }
+            apply_env(&mut root, &var, &value)?;
+        }
+        let origin = path.map(|p| format!(" file {}", p.display())).unwrap_or_default();
+        let cfg: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Invalid { origin, message: e.message().to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads from `--config`/`LECTERN_CONFIG` and the process environment.
+    pub fn from_env(path: Option<&Path>) -> Result<Self, Error> {
+        let from_var = std::env::var_os("LECTERN_CONFIG").map(PathBuf::from);
+        Self::load(path.or(from_var.as_deref()), std::env::vars())
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        self.http.addr.parse::<std::net::SocketAddr>().map_err(|e| key_err("http.addr", e.to_string()))?;
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(key_err("data.dir", "must not be empty"));
+        }
+        let s = &self.scheduler;
+        for (key, d) in [
+            ("scheduler.poll-interval", s.poll_interval),
+            ("scheduler.heartbeat-interval", s.heartbeat_interval),
+            ("scheduler.lease-timeout", s.lease_timeout),
+            ("scheduler.stall-timeout", s.stall_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(key_err(key, "must be longer than zero"));
+            }
+        }
+        if s.lease_timeout <= s.heartbeat_interval * 2 {
+            return Err(key_err("scheduler.lease-timeout", "must exceed twice scheduler.heartbeat-interval"));
+        }
+        if s.tenant_max_in_flight == 0 {
+            return Err(key_err("scheduler.tenant-max-in-flight", "must be at least 1"));
+        }
+        self.retry.validate().map_err(|m| key_err("retry", m))?;
+        for (step, p) in &self.step_retry {
+            p.validate().map_err(|m| key_err(&format!("step-retry.{step}"), m))?;
+        }
+        for (stage, o) in &self.stages {
+            if !(1..=64).contains(&o.workers) {
+                return Err(key_err(&format!("stages.{stage}.workers"), "must be between 1 and 64"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The retry policy of a step.
+    pub fn retry_for(&self, step: &str) -> RetryPolicy {
+        self.step_retry.get(step).copied().unwrap_or(self.retry)
+    }
+
+    /// Worker threads of a stage.
+    pub fn workers_for(&self, stage: &str) -> usize {
+        self.stages.get(stage).map(|s| s.workers).unwrap_or_else(|| default_workers(stage))
+    }
+
+    /// The SQLite journal's file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.data.dir.join("journal.db")
+    }
+
+    /// Where blobs (step outputs, media) are stored.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data.dir.join("blobs")
+    }
+}
+
+fn apply_env(root: &mut toml::Table, var: &str, value: &str) -> Result<(), Error> {
+    let rest = &var["LECTERN_".len()..];
+    let (section, key) = rest
+        .split_once('_')
+        .map(|(s, k)| (s.to_ascii_lowercase(), k.to_ascii_lowercase().replace('_', "-")))
+        .ok_or_else(|| key_err(var, "is not of the form LECTERN_<SECTION>_<KEY>"))?;
+    if !SECTIONS.contains(&section.as_str()) || key.is_empty() {
+        return Err(key_err(&format!("{section}.{key} (from {var})"), "no such setting"));
+    }
+    let dotted = format!("{section}.{key}");
+    let parsed = format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    let value = match parsed {
+        Some(v) if !STRING_KEYS.contains(&dotted.as_str()) => v,
+        _ => toml::Value::String(value.to_string()),
+    };
+    let table = root
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| key_err(&section, "must be a table"))?;
+    table.insert(key, value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:8080");
+        assert_eq!(c.data.dir, PathBuf::from("./data"));
+        assert_eq!(c.workers_for("transcode"), 1);
+        assert_eq!(c.workers_for("probe"), 2);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lectern.toml");
+        std::fs::write(
+            &p,
+            "[http]\naddr = \"127.0.0.1:9000\"\n[scheduler]\npoll-interval = \"1s\"\n\
+             [stages.transcode]\nworkers = 2\n[step-retry.notify]\nmax-attempts = 9\n\
+             initial-delay = \"1s\"\nmax-delay = \"1h\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&p),
+            env(&[
+                ("LECTERN_HTTP_ADDR", "127.0.0.1:9100"),
+                ("LECTERN_DATA_DIR", "/tmp/x"),
+                ("LECTERN_ADMIN_KEY", "12345"),
+                ("LECTERN_WEBHOOK_ALLOW", "10.0.0.0/8, hooks.local"),
+                ("LECTERN_SCHEDULER_TENANT_MAX_IN_FLIGHT", "7"),
+                ("LECTERN_RETRY_MAX_ATTEMPTS", "3"),
+                ("LECTERN_CONFIG", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.addr, "127.0.0.1:9100");
+        assert_eq!(c.data.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.admin.key.as_deref(), Some("12345"), "a numeric-looking key stays a string");
+        assert_eq!(c.webhook.allow, vec!["10.0.0.0/8", "hooks.local"]);
+        assert_eq!(c.scheduler.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.scheduler.tenant_max_in_flight, 7);
+        assert_eq!(c.retry.max_attempts, 3);
+        assert_eq!(c.retry_for("notify").max_attempts, 9);
+        assert_eq!(c.retry_for("probe").max_attempts, 3);
+        assert_eq!(c.workers_for("transcode"), 2);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("LECTERN_HTTP_ADDR", "not an address")], "http.addr"),
+            (&[("LECTERN_SCHEDULER_POLL_INTERVAL", "soon")], "poll-interval"),
+            (&[("LECTERN_SCHEDULER_TENANT_MAX_IN_FLIGHT", "0")], "scheduler.tenant-max-in-flight"),
+            (&[("LECTERN_HTTP_PORTT", "1")], "portt"),
+            (&[("LECTERN_NOSUCH_THING", "1")], "nosuch.thing"),
+            (&[("LECTERN_RETRY_MAX_ATTEMPTS", "0")], "retry"),
+            (&[("LECTERN_SCHEDULER_LEASE_TIMEOUT", "1s")], "scheduler.lease-timeout"),
+        ];
+        for (vars, needle) in cases {
+            let err = Config::load(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{vars:?}: {err:?} should name {needle}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[stages.transcode]\nworkers = 0\n").unwrap();
+        let err = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("stages.transcode.workers"), "{err}");
+        std::fs::write(&p, "[http]\nadress = \"x\"\n").unwrap();
+        let err = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+}

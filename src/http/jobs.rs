@@ -1,0 +1,57 @@
+//! `/v1/jobs`: list, show (with timeline), retry, cancel.
+
+use actix_web::{HttpResponse, get, post, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, State, blocking};
+use crate::journal::JobState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<JobState>,
+    tenant: Option<String>,
+    limit: Option<usize>,
+    /// Pagination cursor: the `next_cursor` of the previous page.
+    cursor: Option<i64>,
+}
+
+const MAX_PAGE: usize = 500;
+
+#[get("/v1/jobs")]
+async fn list(state: web::Data<State>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let jobs = blocking(&state, move |app| app.jobs(q.state, q.tenant.as_deref(), limit, q.cursor)).await?;
+    let next = if jobs.len() == limit { jobs.last().map(|j| j.seq) } else { None };
+    let jobs: Vec<_> = jobs.iter().map(|j| j.to_contract_json()).collect();
+    Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "next_cursor": next})))
+}
+
+#[get("/v1/jobs/{id}")]
+async fn show(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (job, events) = blocking(&state, move |app| app.job(&id)).await?;
+    let mut body = job.to_contract_json();
+    body["events"] = serde_json::to_value(events).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[post("/v1/jobs/{id}/retry")]
+async fn retry(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let job = blocking(&state, move |app| app.retry(&id)).await?;
+    Ok(HttpResponse::Accepted().json(job.to_contract_json()))
+}
+
+#[post("/v1/jobs/{id}/cancel")]
+async fn cancel(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let job = blocking(&state, move |app| app.cancel(&id)).await?;
+    Ok(HttpResponse::Accepted().json(job.to_contract_json()))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list).service(show).service(retry).service(cancel);
+}

@@ -1,0 +1,112 @@
+//! The HTTP API: a thin face over [`crate::app`]. Every error answers
+//! `{"error": {"code", "message"}}` with a fitting status, extractor errors included.
+
+mod jobs;
+mod ops;
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, web};
+use serde_json::json;
+
+use crate::app::{self, App};
+use crate::metrics::Metrics;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct State {
+    pub app: App,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An API error: a status, a snake_case code, a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({"error": {"code": self.code, "message": self.message}}))
+    }
+}
+
+impl From<app::Error> for ApiError {
+    fn from(e: app::Error) -> Self {
+        let status = match &e {
+            app::Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            app::Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            app::Error::Conflict(_) => StatusCode::CONFLICT,
+            app::Error::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is shutting down or overloaded")
+    }
+}
+
+/// Runs a blocking application command off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    state: &web::Data<State>,
+    f: impl FnOnce(&App) -> app::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let app = state.app.clone();
+    Ok(web::block(move || f(&app)).await??)
+}
+
+fn json_error(status: StatusCode, code: &str, e: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::new(status, code, e.to_string()).into()
+}
+
+/// Routes and uniform error handling, for `App::configure`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_json", e)),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_query", e)))
+    .app_data(web::PathConfig::default().error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_path", e)))
+    .configure(ops::configure)
+    .configure(jobs::configure)
+    .default_service(web::to(|| async {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()
+    }));
+}
+
+/// Builds and runs the server until it is told to stop (SIGINT/SIGTERM).
+pub async fn serve(state: State, addr: &str) -> std::io::Result<()> {
+    let data = web::Data::new(state);
+    actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::Compress::default())
+            .configure(configure)
+    })
+    .workers(2)
+    .bind(addr)?
+    .run()
+    .await
+}

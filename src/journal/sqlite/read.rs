@@ -1,0 +1,234 @@
+//! Read-side queries of the SQLite journal.
+
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
+
+use crate::clock::Millis;
+use crate::journal::{
+    ErrorInfo, Event, JobFilter, JobRecord, JobState, PauseScope, QueueStat, ReadyStep, Result, StepRecord, StepState,
+};
+
+/// SQL fragment: the step is ready at `?now` and neither its stage nor its tenant is paused.
+pub(super) const READY: &str = "s.ready_at IS NOT NULL AND s.ready_at <= :now \
+     AND s.stage NOT IN (SELECT name FROM pauses WHERE scope = 'stage') \
+     AND s.tenant NOT IN (SELECT name FROM pauses WHERE scope = 'tenant')";
+
+const JOB_COLS: &str =
+    "seq, id, tenant, media_id, kind, queue, batch, params, state, created_at, updated_at, finished_at";
+
+const STEP_COLS: &str = "job_seq, name, stage, deps, state, attempts, budget_base, ready_at, started_at, \
+     finished_at, heartbeat_at, lease_owner, output_ref, output_sha256, output, error_code, error_message";
+
+fn parse_state<T>(s: String, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    parse(&s).ok_or_else(|| rusqlite::Error::InvalidColumnType(0, s, rusqlite::types::Type::Text))
+}
+
+fn json_col(s: Option<String>) -> rusqlite::Result<Option<serde_json::Value>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))).transpose()
+}
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        tenant: r.get(2)?,
+        media_id: r.get(3)?,
+        kind: r.get(4)?,
+        queue: r.get(5)?,
+        batch: r.get(6)?,
+        params: json_col(r.get(7)?)?.unwrap_or_default(),
+        state: parse_state(r.get(8)?, JobState::parse)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        steps: Vec::new(),
+    })
+}
+
+pub(super) fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, StepRecord)> {
+    let state = parse_state(r.get(4)?, StepState::parse)?;
+    let attempts: u32 = r.get(5)?;
+    let budget_base: u32 = r.get(6)?;
+    let ready_at: Option<Millis> = r.get(7)?;
+    let code: Option<String> = r.get(15)?;
+    let deps: String = r.get(3)?;
+    Ok((
+        r.get(0)?,
+        StepRecord {
+            name: r.get(1)?,
+            stage: r.get(2)?,
+            deps: serde_json::from_str(&deps).unwrap_or_default(),
+            state,
+            attempts,
+            budget_used: attempts.saturating_sub(budget_base),
+            retry_at: if state == StepState::Failed { ready_at } else { None },
+            started_at: r.get(8)?,
+            finished_at: r.get(9)?,
+            heartbeat_at: r.get(10)?,
+            lease_owner: r.get(11)?,
+            output_ref: r.get(12)?,
+            output_sha256: r.get(13)?,
+            output: json_col(r.get(14)?)?,
+            error: code.map(|code| ErrorInfo {
+                code,
+                message: r.get::<_, Option<String>>(16).ok().flatten().unwrap_or_default(),
+            }),
+        },
+    ))
+}
+
+/// The steps of one job, in declaration order.
+pub(super) fn steps_of(tx: &Transaction<'_>, job_seq: i64) -> Result<Vec<StepRecord>> {
+    let mut st = tx.prepare_cached(&format!("SELECT {STEP_COLS} FROM steps WHERE job_seq = ?1 ORDER BY idx"))?;
+    let rows = st.query_map([job_seq], step_row)?.map(|r| r.map(|(_, s)| s)).collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+pub(super) fn job_by_id(tx: &Transaction<'_>, id: &str) -> Result<Option<JobRecord>> {
+    let job = tx.query_row(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"), [id], job_row).optional()?;
+    job.map(|mut j| {
+        j.steps = steps_of(tx, j.seq)?;
+        Ok(j)
+    })
+    .transpose()
+}
+
+pub(super) fn jobs(tx: &Transaction<'_>, f: &JobFilter) -> Result<Vec<JobRecord>> {
+    let sql = format!(
+        "SELECT {JOB_COLS} FROM jobs WHERE (:state IS NULL OR state = :state) \
+         AND (:tenant IS NULL OR tenant = :tenant) AND (:batch IS NULL OR batch = :batch) \
+         AND (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit"
+    );
+    let mut st = tx.prepare_cached(&sql)?;
+    let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+    let rows = st.query_map(
+        rusqlite::named_params! {
+            ":state": f.state.map(|s| s.as_str()), ":tenant": f.tenant, ":batch": f.batch,
+            ":before": f.before_seq, ":limit": limit,
+        },
+        job_row,
+    )?;
+    let mut jobs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    for j in &mut jobs {
+        j.steps = steps_of(tx, j.seq)?;
+    }
+    Ok(jobs)
+}
+
+pub(super) fn events(tx: &Transaction<'_>, job_id: &str) -> Result<Vec<Event>> {
+    let mut st = tx.prepare_cached(
+        "SELECT e.seq, e.at, e.step, e.attempt, e.kind, e.error_code, e.error_message, e.detail \
+         FROM events e JOIN jobs j ON j.seq = e.job_seq WHERE j.id = ?1 ORDER BY e.seq",
+    )?;
+    let rows = st.query_map([job_id], |r| {
+        let code: Option<String> = r.get(5)?;
+        Ok(Event {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            step: r.get(2)?,
+            attempt: r.get(3)?,
+            kind: r.get(4)?,
+            error: code.map(|code| ErrorInfo {
+                code,
+                message: r.get::<_, Option<String>>(6).ok().flatten().unwrap_or_default(),
+            }),
+            detail: json_col(r.get(7)?)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn active_queues(tx: &Transaction<'_>, now: Millis) -> Result<Vec<String>> {
+    let mut st = tx.prepare_cached(&format!("SELECT DISTINCT s.queue FROM steps s WHERE {READY} ORDER BY s.queue"))?;
+    let rows = st.query_map(rusqlite::named_params! {":now": now}, |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn ready_steps(
+    tx: &Transaction<'_>,
+    queue: &str,
+    stages: &[&str],
+    now: Millis,
+    limit: usize,
+) -> Result<Vec<ReadyStep>> {
+    if stages.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    // The stage list is short (one entry per stage), so an IN list is fine; values are bound.
+    let marks = (0..stages.len()).map(|i| format!(":st{i}")).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT j.id, s.job_seq, s.name, s.stage, s.tenant, s.queue, s.attempts, s.ready_at \
+         FROM steps s JOIN jobs j ON j.seq = s.job_seq \
+         WHERE s.queue = :queue AND s.stage IN ({marks}) AND {READY} \
+         ORDER BY s.job_seq, s.idx LIMIT :limit"
+    );
+    let names: Vec<String> = (0..stages.len()).map(|i| format!(":st{i}")).collect();
+    let limit = limit as i64;
+    let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":queue", &queue), (":now", &now), (":limit", &limit)];
+    for (n, s) in names.iter().zip(stages) {
+        params.push((n.as_str(), s));
+    }
+    let mut st = tx.prepare_cached(&sql)?;
+    let rows = st.query_map(params.as_slice(), |r| {
+        Ok(ReadyStep {
+            job_id: r.get(0)?,
+            job_seq: r.get(1)?,
+            step: r.get(2)?,
+            stage: r.get(3)?,
+            tenant: r.get(4)?,
+            queue: r.get(5)?,
+            attempts: r.get(6)?,
+            ready_at: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn has_ready(tx: &Transaction<'_>, stage: &str, now: Millis) -> Result<bool> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM steps s WHERE s.stage = :stage AND {READY})");
+    Ok(tx.query_row(&sql, rusqlite::named_params! {":stage": stage, ":now": now}, |r| r.get(0))?)
+}
+
+pub(super) fn cancelled_jobs(tx: &Transaction<'_>, ids: &[&str]) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(",");
+    let mut st = tx.prepare(&format!("SELECT id FROM jobs WHERE state = 'cancelled' AND id IN ({marks})"))?;
+    let rows = st.query_map(params_from_iter(ids.iter()), |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn pauses(tx: &Transaction<'_>) -> Result<Vec<PauseScope>> {
+    let mut st = tx.prepare_cached("SELECT scope, name FROM pauses ORDER BY scope, name")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (scope, name) = row?;
+        out.push(if scope == "stage" { PauseScope::Stage(name) } else { PauseScope::Tenant(name) });
+    }
+    Ok(out)
+}
+
+pub(super) fn queue_stats(tx: &Transaction<'_>, now: Millis) -> Result<Vec<QueueStat>> {
+    let mut st = tx.prepare_cached(
+        "SELECT queue, tenant, stage, \
+           SUM(state IN ('queued','failed') AND ready_at IS NOT NULL AND ready_at <= ?1), \
+           SUM(state = 'failed' AND ready_at > ?1), \
+           SUM(state = 'running'), \
+           MIN(CASE WHEN state IN ('queued','failed') AND ready_at <= ?1 THEN ready_at END) \
+         FROM steps WHERE ready_at IS NOT NULL OR state = 'running' \
+         GROUP BY queue, tenant, stage ORDER BY queue, stage",
+    )?;
+    let rows = st.query_map(params![now], |r| {
+        Ok(QueueStat {
+            queue: r.get(0)?,
+            tenant: r.get(1)?,
+            stage: r.get(2)?,
+            ready: r.get(3)?,
+            waiting_retry: r.get(4)?,
+            running: r.get(5)?,
+            oldest_ready_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,21 @@
+//! Lectern: a self-hosted audio pipeline built on a durable job engine.
+//!
+//! Module map (data flows top to bottom):
+//! - [`cli`] and [`http`]: thin faces over [`app`], the application commands.
+//! - [`journal`]: the source of truth (tenants, media, jobs, steps, timeline, pauses).
+//! - [`engine`]: job kinds (step DAGs), retry policy, the step executor interface.
+//! - [`actors`]: the scheduler, the supervised stage worker pools, the engine that owns them.
+//! - [`storage`]: blob storage with atomic writes.
+//! - [`config`], [`clock`], [`metrics`], [`telemetry`]: plumbing.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod journal;
+pub mod metrics;
+pub mod storage;
+pub mod telemetry;

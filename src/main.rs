@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    lectern::cli::run(lectern::cli::Cli::parse())
+}

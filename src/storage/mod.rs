@@ -1,0 +1,74 @@
+//! Blob storage for step outputs and media, behind [`BlobStore`]. Writes are atomic: a reader sees
+//! either the old blob or the whole new one, never a torn file, and a write that returned survives
+//! a crash. Keys are relative, `/`-separated, and may not escape the store.
+
+mod local;
+
+pub use local::LocalFs;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid blob key {0:?}")]
+    InvalidKey(String),
+    #[error("blob not found: {0}")]
+    NotFound(String),
+    #[error("storage i/o error on {key}: {source}")]
+    Io { key: String, source: std::io::Error },
+}
+
+impl Error {
+    /// I/O errors may pass (a full disk gets cleaned, a mount comes back); a bad key will not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub key: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores `bytes` at `key` atomically and durably.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<BlobRef>;
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    fn exists(&self, key: &str) -> Result<bool>;
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Rejects absolute keys, empty segments, `.`/`..`, backslashes and control characters.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.len() > 1024
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.chars().any(|c| c.is_control())
+        || key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if bad { Err(Error::InvalidKey(key.to_string())) } else { Ok(()) }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape() {
+        for bad in ["", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", "a/\0", "..", "a/."] {
+            assert!(check_key(bad).is_err(), "{bad:?} must be rejected");
+        }
+        for good in ["a", "jobs/job_1/probe/out.json", "hls/med_1/seg-00001.m4s", "a..b"] {
+            assert!(check_key(good).is_ok(), "{good:?} must be accepted");
+        }
+    }
+}
