@@ -206,16 +206,27 @@ impl Config {
         };
         let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with("LECTERN_")).collect();
         env.sort();
+        let mut applied = Vec::new();
         for (var, value) in env {
             if NOT_KEYS.contains(&var.as_str()) {
                 continue;
             }
-            apply_env(&mut root, &var, &value)?;
+            applied.push((var.clone(), apply_env(&mut root, &var, &value)?));
         }
-        let origin = path.map(|p| format!(" file {}", p.display())).unwrap_or_default();
-        let cfg: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Invalid { origin, message: e.message().to_string() })?;
+        let file_origin = path.map(|p| format!(" file {}", p.display())).unwrap_or_default();
+        let cfg: Config = toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| {
+            let message = e.to_string().trim().replace('\n', " ");
+            // Name the environment variable when the offending key came from one.
+            let origin = applied
+                .iter()
+                .find(|(_, (section, key))| {
+                    message.contains(&format!("`{section}.{key}`"))
+                        || (message.contains(&format!("`{key}`")) && message.contains(&format!("`{section}`")))
+                })
+                .map(|(var, _)| format!(" from {var}"))
+                .unwrap_or(file_origin);
+            Error::Invalid { origin, message }
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -281,7 +292,8 @@ impl Config {
     }
 }
 
-fn apply_env(root: &mut toml::Table, var: &str, value: &str) -> Result<(), Error> {
+/// Sets `[section] key` from `LECTERN_SECTION_KEY`; returns (section, key).
+fn apply_env(root: &mut toml::Table, var: &str, value: &str) -> Result<(String, String), Error> {
     let rest = &var["LECTERN_".len()..];
     let (section, key) = rest
         .split_once('_')
@@ -301,8 +313,8 @@ fn apply_env(root: &mut toml::Table, var: &str, value: &str) -> Result<(), Error
         .or_insert_with(|| toml::Value::Table(toml::Table::new()))
         .as_table_mut()
         .ok_or_else(|| key_err(&section, "must be a table"))?;
-    table.insert(key, value);
-    Ok(())
+    table.insert(key.clone(), value);
+    Ok((section, key))
 }
 
 #[cfg(test)]

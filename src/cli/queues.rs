@@ -15,9 +15,19 @@ pub enum QueuesCmd {
         json: bool,
     },
     /// Stop dispatching new work of a stage or tenant (running steps finish; queued work waits).
-    Pause(Target),
+    Pause {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
     /// Dispatch a paused stage's or tenant's work again.
-    Resume(Target),
+    Resume {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -29,8 +39,6 @@ pub struct Target {
     /// A tenant id or name.
     #[arg(long)]
     tenant: Option<String>,
-    #[arg(long)]
-    json: bool,
 }
 
 impl Target {
@@ -46,14 +54,14 @@ impl Target {
 pub fn run(app: &App, cmd: QueuesCmd) -> CliResult {
     match cmd {
         QueuesCmd::List { json } => list(app, json),
-        QueuesCmd::Pause(t) => pause(app, &t, true),
-        QueuesCmd::Resume(t) => pause(app, &t, false),
+        QueuesCmd::Pause { target, json } => pause(app, &target, true, json),
+        QueuesCmd::Resume { target, json } => pause(app, &target, false, json),
     }
 }
 
-fn pause(app: &App, t: &Target, paused: bool) -> CliResult {
+fn pause(app: &App, t: &Target, paused: bool, json: bool) -> CliResult {
     let scope = app.set_paused(t.scope()?, paused)?;
-    if t.json {
+    if json {
         print_json(&serde_json::json!({ "paused": paused, "target": scope }));
     } else {
         let (kind, name) = match &scope {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// When and how often a failed step is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts in all (the first one included) before the job goes `dead`.
     pub max_attempts: u32,

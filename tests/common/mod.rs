@@ -1,0 +1,130 @@
+//! Helpers for tests that run the real `lectern` binary: a server on a loopback port over a temp
+//! data dir, and CLI calls against the same data dir.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lectern");
+
+/// A data dir and config file shared by a server and CLI calls.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl Env {
+    /// `config` is TOML appended to a fast-polling default.
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let toml = format!("[scheduler]\npoll-interval = \"50ms\"\nheartbeat-interval = \"200ms\"\n{config}");
+        std::fs::write(dir.path().join("lectern.toml"), toml).unwrap();
+        Self { dir, addr: format!("127.0.0.1:{port}") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("LECTERN_CONFIG", self.path("lectern.toml"))
+            .env("LECTERN_DATA_DIR", self.path("data"))
+            .env("LECTERN_HTTP_ADDR", &self.addr)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs a CLI command that must succeed and print one JSON document.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "lectern {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("lectern {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// Starts `lectern serve` and waits until it answers `/healthz`.
+    pub fn serve(&self, log_name: &str) -> Server {
+        let log = std::fs::File::create(self.path(log_name)).unwrap();
+        let child = self.command().arg("serve").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let server = Server { child: Some(child), addr: self.addr.clone(), log: self.path(log_name) };
+        server.wait_healthy(Duration::from_secs(20));
+        server
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some((200, _)) = http_get(&self.addr, "/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("server did not become healthy: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.0 GET over loopback: (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `cond` every 50 ms until it holds or `secs` pass.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
