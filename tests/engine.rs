@@ -104,9 +104,13 @@ fn sleep_ms(ms: u64) {
 #[actix_rt::test]
 async fn a_small_tenant_is_not_starved_by_a_big_one() {
     let runs: Runs = Default::default();
-    let registry = Registry::new()
-        .kind(JobKind::new("one", &[("work", "work", &[])]))
-        .executor("work", recording(&runs, |_| Ok(sleep_ms(2))));
+    let registry = Registry::new().kind(JobKind::new("one", &[("work", "work", &[])])).executor(
+        "work",
+        recording(&runs, |_| {
+            sleep_ms(2);
+            Ok(())
+        }),
+    );
     let h = Harness::start(registry, config(&[("work", 1)]), Arc::new(SystemClock));
     let a = h.app.journal.create_tenant("big", 0).unwrap();
     let b = h.app.journal.create_tenant("small", 0).unwrap();
@@ -134,9 +138,13 @@ async fn a_small_tenant_is_not_starved_by_a_big_one() {
 #[actix_rt::test]
 async fn a_batch_queue_does_not_delay_live_work() {
     let runs: Runs = Default::default();
-    let registry = Registry::new()
-        .kind(JobKind::new("one", &[("work", "work", &[])]))
-        .executor("work", recording(&runs, |_| Ok(sleep_ms(2))));
+    let registry = Registry::new().kind(JobKind::new("one", &[("work", "work", &[])])).executor(
+        "work",
+        recording(&runs, |_| {
+            sleep_ms(2);
+            Ok(())
+        }),
+    );
     let h = Harness::start(registry, config(&[("work", 1)]), Arc::new(SystemClock));
     h.app.set_paused(PauseScope::Stage("work".into()), true).unwrap();
     for _ in 0..300 {
