@@ -53,9 +53,9 @@ fn start(workers: usize) -> Bench {
     let done = Arc::new(AtomicUsize::new(0));
     let starts: Starts = Default::default();
     let (d, s) = (done.clone(), starts.clone());
-    let registry = Registry::new().kind(JobKind::new("noop3", &[("a", "noop", &[]), ("b", "noop", &["a"]), ("c", "noop", &["b"])])).executor(
-        "noop",
-        move |ctx: &StepContext| -> Result<StepOutput, StepError> {
+    let registry = Registry::new()
+        .kind(JobKind::new("noop3", &[("a", "noop", &[]), ("b", "noop", &["a"]), ("c", "noop", &["b"])]))
+        .executor("noop", move |ctx: &StepContext| -> Result<StepOutput, StepError> {
             let a = ctx.attempt();
             if a.step == "a" {
                 s.lock().unwrap().insert(a.job_id.clone(), Instant::now());
@@ -68,8 +68,7 @@ fn start(workers: usize) -> Bench {
                 d.fetch_add(1, Ordering::SeqCst);
             }
             Ok(StepOutput { output_ref: Some(blob.key), sha256: Some(blob.sha256), output: None })
-        },
-    );
+        });
     let mut app = App::with(journal.clone(), clock.clone(), config, registry.clone());
     let engine = Engine::start(EngineParts {
         journal,
