@@ -348,6 +348,15 @@ macro_rules! journal_conformance_tests {
             assert_eq!(job.steps.len(), 5);
             assert_eq!($crate::journal::Journal::pauses(&j).unwrap().len(), 1);
         }
+
+        #[test]
+        fn conformance_random_operations_keep_invariants() {
+            for seed in 0..8 {
+                let dir = tempfile::tempdir().unwrap();
+                let open = || -> Box<dyn $crate::journal::Journal> { Box::new(($factory)(dir.path())) };
+                $crate::journal::conformance_tests::random_ops_keep_invariants(&open, seed, 200);
+            }
+        }
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
@@ -359,4 +368,136 @@ macro_rules! journal_conformance_tests {
             }
         )*
     };
+}
+
+/// A seeded random walk over the journal's operations, reopening it now and then (a crash between
+/// transactions), checking after every operation the invariants the engine relies on.
+pub fn random_ops_keep_invariants(open: &dyn Fn() -> Box<dyn Journal>, seed: u64, ops: usize) {
+    use rand::{Rng, SeedableRng, seq::IndexedRandom};
+    use std::collections::{HashMap, HashSet};
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut j = open();
+    let b = j.create_tenant("b", T0).unwrap().id;
+    let mut now = T0;
+    let mut ids: Vec<String> = Vec::new();
+    let mut succeeded: HashSet<(String, String)> = HashSet::new();
+    let mut attempts: HashMap<(String, String), u32> = HashMap::new();
+    for op in 0..ops {
+        let ctx = format!("seed {seed}, op {op}");
+        let all_ready = |j: &dyn Journal, now| -> Vec<ReadyStep> {
+            let qs = j.active_queues(now).unwrap();
+            qs.iter().flat_map(|q| j.ready_steps(q, ALL, now, 1000).unwrap()).collect()
+        };
+        match rng.random_range(0..100) {
+            0..15 => {
+                let tenant = if rng.random_bool(0.5) { DEFAULT_TENANT.to_string() } else { b.clone() };
+                ids.push(j.enqueue(new_job(&tenant), now).unwrap().job.id);
+            }
+            15..40 => {
+                let ready = all_ready(j.as_ref(), now);
+                let pick: Vec<ReadyStep> = ready.choose_multiple(&mut rng, 2).cloned().collect();
+                j.claim(&pick, "node", now).unwrap();
+            }
+            40..70 => {
+                let running: Vec<(String, StepRecord)> = ids
+                    .iter()
+                    .flat_map(|id| {
+                        let job = j.job(id).unwrap().unwrap();
+                        job.steps.into_iter().filter(|s| s.state == StepState::Running).map(move |s| (id.clone(), s))
+                    })
+                    .collect();
+                if let Some((id, s)) = running.choose(&mut rng) {
+                    let a = AttemptRef { job_id: id.clone(), step: s.name.clone(), attempt: s.attempts };
+                    let outcome = match rng.random_range(0..10) {
+                        0..6 => Outcome::Succeeded { output_ref: None, sha256: None, output: None },
+                        6..8 => Outcome::Failed {
+                            error: ErrorInfo::new("flaky", "again"),
+                            retry_at: Some(now + rng.random_range(0..3_000)),
+                        },
+                        8 => Outcome::Failed { error: ErrorInfo::new("fatal", "no"), retry_at: None },
+                        _ => Outcome::Cancelled,
+                    };
+                    j.finish(&[(a, outcome)], now).unwrap();
+                }
+            }
+            70..76 => {
+                if let Some(id) = ids.choose(&mut rng) {
+                    let _ = j.cancel_job(id, now);
+                }
+            }
+            76..84 => {
+                if let Some(id) = ids.choose(&mut rng) {
+                    let _ = j.retry_job(id, now);
+                }
+            }
+            84..88 => {
+                let budget = rng.random_range(1..4);
+                let decide = move |_: &str, used: u32| (used < budget).then_some(now);
+                j.reclaim(&ReclaimScope::AllBut { owner: "new".into() }, now, &decide).unwrap();
+            }
+            88..92 => {
+                let paused = rng.random_bool(0.5);
+                j.set_paused(&PauseScope::Stage(ALL.choose(&mut rng).unwrap().to_string()), paused, now).unwrap();
+            }
+            92..97 => now += rng.random_range(0..2_000),
+            _ => {
+                let before: Vec<JobRecord> = ids.iter().map(|id| j.job(id).unwrap().unwrap()).collect();
+                drop(j);
+                j = open();
+                let after: Vec<JobRecord> = ids.iter().map(|id| j.job(id).unwrap().unwrap()).collect();
+                assert_eq!(before, after, "{ctx}: state changed across reopen");
+            }
+        }
+
+        // ---- invariants ----
+        let ready: HashSet<(String, String)> =
+            all_ready(j.as_ref(), now).into_iter().map(|r| (r.job_id, r.step)).collect();
+        let pauses = j.pauses().unwrap();
+        for id in &ids {
+            let job = j.job(id).unwrap().unwrap();
+            let done = |n: &str| job.step(n).is_some_and(|s| s.state == StepState::Succeeded);
+            for s in &job.steps {
+                let key = (id.clone(), s.name.clone());
+                if succeeded.contains(&key) {
+                    assert_eq!(s.state, StepState::Succeeded, "{ctx}: {key:?} lost its success");
+                }
+                if s.state == StepState::Succeeded {
+                    succeeded.insert(key.clone());
+                }
+                let prev = attempts.insert(key.clone(), s.attempts).unwrap_or(0);
+                assert!(s.attempts >= prev, "{ctx}: {key:?} attempts went backwards");
+                let dispatchable = !job.state.is_terminal()
+                    && !pauses.contains(&PauseScope::Stage(s.stage.clone()))
+                    && (s.state == StepState::Queued
+                        || (s.state == StepState::Failed && s.retry_at.is_some_and(|t| t <= now)));
+                assert_eq!(ready.contains(&key), dispatchable, "{ctx}: {key:?} ({s:?}) in job {:?}", job.state);
+                if s.state == StepState::Running {
+                    assert!(s.deps.iter().all(|d| done(d)), "{ctx}: {key:?} runs before its dependencies");
+                }
+                if !job.state.is_terminal() && s.state == StepState::Pending {
+                    assert!(!s.deps.iter().all(|d| done(d)), "{ctx}: {key:?} was not promoted");
+                }
+                if matches!(job.state, JobState::Dead | JobState::Cancelled | JobState::Succeeded) {
+                    assert!(s.retry_at.is_none(), "{ctx}: {key:?} has a retry in an ended job");
+                }
+            }
+            let any = |st: StepState| job.steps.iter().any(|s| s.state == st);
+            let expected = if job.steps.iter().all(|s| s.state == StepState::Succeeded) {
+                Some(JobState::Succeeded)
+            } else if job.state.is_terminal() {
+                None // dead or cancelled stick until a retry
+            } else if any(StepState::Running) {
+                Some(JobState::Running)
+            } else if job.steps.iter().any(|s| s.state == StepState::Failed && s.retry_at.is_some()) {
+                Some(JobState::Failed)
+            } else {
+                Some(JobState::Queued)
+            };
+            if let Some(e) = expected {
+                assert_eq!(job.state, e, "{ctx}: job {id} state does not follow from its steps: {:?}", job.steps);
+            }
+            assert_eq!(job.finished_at.is_some(), job.state.is_terminal(), "{ctx}: finished_at of {id}");
+        }
+    }
 }
