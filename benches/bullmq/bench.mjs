@@ -6,7 +6,14 @@
 // runs children before parents, so `a` runs first, `b` is moved to `wait` only after `a` completed,
 // and `c` only after `b` completed. The three jobs are written to Redis in one MULTI/EXEC when the
 // flow is added, so the whole chain is durable from the moment `add()` returns, like Lectern's
-// enqueue. One Worker per queue (`a`, `b`, `c`), each with `concurrency = WORKERS`.
+// enqueue.
+//
+// Queue layout (BULLMQ_LAYOUT):
+// - `per-step` (default): queues `a`, `b`, `c`, one Worker per queue with `concurrency = WORKERS`
+//   (3 × WORKERS steps may run at once);
+// - `shared`: the three steps of a flow all go to one queue `noop`, served by one Worker with
+//   `concurrency = WORKERS`, the processor dispatching on the job name. This is the shape of the
+//   Lectern bench, whose three steps share one stage `noop` with WORKERS workers.
 //
 // Two measurements, printed as `key=value` lines with the same keys as the Lectern bench:
 // - throughput: JOBS flows added one at a time (awaiting each `add()`), time until every step `c`
@@ -22,7 +29,7 @@
 // Run: `node bench.mjs` (smoke size: `node bench.mjs --smoke`).
 
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtemp, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
+import { access, mkdtemp, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -45,6 +52,9 @@ const WORKERS = knob('LECTERN_BENCH_WORKERS', 2);
 const JOBS = smoke ? 20 : knob('LECTERN_BENCH_JOBS', 2000);
 const LAT_JOBS = smoke ? 20 : knob('LECTERN_BENCH_LAT_JOBS', 500);
 const RATE = knob('LECTERN_BENCH_RATE', 100);
+const LAYOUT = process.env.BULLMQ_LAYOUT ?? 'per-step';
+if (!['per-step', 'shared'].includes(LAYOUT)) throw new Error(`BULLMQ_LAYOUT must be per-step or shared, not ${LAYOUT}`);
+const QUEUE = LAYOUT === 'shared' ? { a: 'noop', b: 'noop', c: 'noop' } : { a: 'a', b: 'b', c: 'c' };
 const connection = {
   host: process.env.REDIS_HOST ?? '127.0.0.1',
   port: knob('REDIS_PORT', 6379),
@@ -91,9 +101,15 @@ async function start(label) {
   let waiter = null;
   const processor = async (job) => {
     if (job.name === 'a') starts.set(job.data.id, performance.now());
+    if (smoke && job.name !== 'a') {
+      // Sanity check of the chain: the previous step's output is there before this step starts.
+      const prev = job.name === 'b' ? 'a' : 'b';
+      await access(join(root, `jobs/${job.data.id}/${prev}/out.json`));
+    }
     return putBlob(root, `jobs/${job.data.id}/${job.name}/out.json`, BODY);
   };
-  const workers = ['a', 'b', 'c'].map((q) => new Worker(q, processor, { connection, prefix, concurrency: WORKERS }));
+  const queues = [...new Set(Object.values(QUEUE))];
+  const workers = queues.map((q) => new Worker(q, processor, { connection, prefix, concurrency: WORKERS }));
   for (const w of workers) {
     w.on('failed', (job, err) => {
       console.error(`step ${job?.name} of ${job?.data?.id} failed: ${err?.stack ?? err}`);
@@ -101,11 +117,15 @@ async function start(label) {
     });
     w.on('error', (err) => console.error(`worker error: ${err?.stack ?? err}`));
   }
-  // A job is done when its last step's completion has been committed to Redis.
-  workers[2].on('completed', () => {
-    done += 1;
-    if (waiter && done >= waiter.n) waiter.resolve();
-  });
+  // A job is done when its last step's completion has been committed to Redis: the `completed`
+  // event fires after the worker's moveToFinished script returned.
+  for (const w of workers) {
+    w.on('completed', (job) => {
+      if (job.name !== 'c') return;
+      done += 1;
+      if (waiter && done >= waiter.n) waiter.resolve();
+    });
+  }
   const flows = new FlowProducer({ connection, prefix });
   await Promise.all([...workers.map((w) => w.waitUntilReady()), flows.waitUntilReady()]);
   return {
@@ -113,9 +133,11 @@ async function start(label) {
     add(id) {
       return flows.add({
         name: 'c',
-        queueName: 'c',
+        queueName: QUEUE.c,
         data: { id },
-        children: [{ name: 'b', queueName: 'b', data: { id }, children: [{ name: 'a', queueName: 'a', data: { id } }] }],
+        children: [
+          { name: 'b', queueName: QUEUE.b, data: { id }, children: [{ name: 'a', queueName: QUEUE.a, data: { id } }] },
+        ],
       });
     },
     waitAll(n) {
@@ -147,6 +169,7 @@ async function throughput(jobs, workers) {
   const enq = (enqueuedAt - t0) / 1e3;
   console.log(`throughput.jobs=${jobs}`);
   console.log(`throughput.workers=${workers}`);
+  console.log(`throughput.layout=${LAYOUT}`);
   console.log(`throughput.enqueue_per_s=${(jobs / enq).toFixed(0)}`);
   console.log(`throughput.jobs_per_s=${(jobs / total).toFixed(1)}`);
   console.log(`throughput.steps_per_s=${((3 * jobs) / total).toFixed(1)}`);
