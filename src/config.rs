@@ -136,6 +136,10 @@ pub struct SchedulerOptions {
     pub stall_timeout: Duration,
     /// At most this many steps of one tenant run at once, across stages.
     pub tenant_max_in_flight: usize,
+    /// On shutdown, how long running steps get to notice and stop before the process exits. Steps
+    /// stopped this way go back to the queue without using up a retry.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -146,6 +150,7 @@ impl Default for SchedulerOptions {
             lease_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(600),
             tenant_max_in_flight: 4,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

@@ -172,3 +172,37 @@ fn an_upload_free_job_enqueued_by_the_cli_while_serving_runs_and_is_visible_over
         .collect();
     assert!(counts.values().all(|s| *s == 200), "{counts:?}");
 }
+
+#[test]
+fn sigterm_hands_running_steps_back_without_spending_a_retry() {
+    // Text before the first header lands in the [scheduler] table Env::new starts with.
+    let env = Env::new("shutdown-grace = \"5s\"\n[stages.test]\nworkers = 2\n[retry]\nmax-attempts = 1\n");
+    let fx = env.path("effects.log");
+    let mut server = env.serve("serve-1.log");
+    // A long step; with max-attempts = 1, a charged interruption would make the job dead.
+    let params = serde_json::json!({"sleep_ms": 30_000, "log": fx}).to_string();
+    let v = env.cli_json(&["jobs", "enqueue", "--kind", "test", "--params", &params, "--json"]);
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_for(20, "the first step to start", || effects(&fx).iter().any(|e| e.what == "START"));
+    let (status, took) = server.terminate(std::time::Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}: {}", read(&server.log));
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "shutdown took {took:?}: the step did not stop at its checkpoint"
+    );
+
+    let job = env.cli_json(&["jobs", "show", &id, "--json"]);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["steps"][0]["state"], "queued");
+    let events = job["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == "released"), "{job}");
+    assert!(!events.iter().any(|e| e["kind"] == "interrupted"), "a graceful stop is not a crash");
+
+    // The next start runs it again; the released attempt did not use up the only attempt allowed.
+    let _second = env.serve("serve-2.log");
+    wait_for(20, "the step to start again", || effects(&fx).iter().filter(|e| e.what == "START").count() >= 2);
+    let job = env.cli_json(&["jobs", "show", &id, "--json"]);
+    assert_eq!(job["steps"][0]["state"], "running");
+    assert_eq!(job["steps"][0]["attempts"], 2);
+    assert_ne!(job["state"], "dead");
+}

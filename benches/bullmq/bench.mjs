@@ -211,14 +211,25 @@ async function main() {
   console.log(`redis.version=${redisVersion}`);
   console.log(`redis.appendonly=${aof}`);
   console.log(`redis.appendfsync=${fsync}`);
+  const redisCpu = async () => {
+    const cpu = await redis.info('cpu');
+    return Number(/used_cpu_user:([\d.]+)/.exec(cpu)?.[1] ?? 0) + Number(/used_cpu_sys:([\d.]+)/.exec(cpu)?.[1] ?? 0);
+  };
+  const redisCpu0 = await redisCpu();
   await throughput(JOBS, WORKERS);
   await latency(LAT_JOBS, RATE, WORKERS);
+  const redisCpuS = (await redisCpu()) - redisCpu0;
   const mem = await redis.info('memory');
   const peak = Number(/used_memory_peak:(\d+)/.exec(mem)?.[1] ?? 0);
   const rss = Number(/used_memory_rss:(\d+)/.exec(mem)?.[1] ?? 0);
   await redis.quit();
   // ru_maxrss is in KiB on Linux, like VmHWM.
+  const { user, system } = process.cpuUsage();
   console.log(`peak_rss_kib=${process.resourceUsage().maxRSS}`);
+  // CPU time over the whole run (both measurements): this process, and the Redis server.
+  console.log(`cpu.user_s=${(user / 1e6).toFixed(3)}`);
+  console.log(`cpu.sys_s=${(system / 1e6).toFixed(3)}`);
+  console.log(`redis.cpu_s=${redisCpuS.toFixed(3)}`);
   console.log(`redis.used_memory_peak_kib=${Math.round(peak / 1024)}`);
   console.log(`redis.used_memory_rss_kib=${Math.round(rss / 1024)}`);
 }

@@ -5,8 +5,10 @@
 #   bash benches/bullmq/run.sh
 #
 # Knobs (environment): ROUNDS (2), EXTRAS (1: also run the labelled extra BullMQ variants — one
-# shared queue, and appendfsync everysec; 0: only the main pair), plus the bench knobs shared by
-# both sides: LECTERN_BENCH_JOBS, LECTERN_BENCH_RATE, LECTERN_BENCH_LAT_JOBS, LECTERN_BENCH_WORKERS.
+# shared queue, and appendfsync everysec; 0: only the main pair), QUIET_WAIT (300: before each run,
+# wait up to this many seconds for the machine's CPUs to be at most QUIET_MAX_BUSY (15) percent
+# busy; 0: don't wait), plus the bench knobs shared by both sides: LECTERN_BENCH_JOBS,
+# LECTERN_BENCH_RATE, LECTERN_BENCH_LAT_JOBS, LECTERN_BENCH_WORKERS.
 #
 # Every Redis it starts is its own: loopback only, a free port, a fresh temp dir, AOF on. It stops
 # only the redis-server processes it started, by PID.
@@ -80,6 +82,30 @@ start_redis() {
 mkdir -p "$work/runs"
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
+# Percent of all CPUs busy over one second (anything on the machine).
+busy_pct() {
+  local a b
+  read -r -a a < <(head -n1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -n1 /proc/stat)
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+
+# On a shared machine, wait (at most QUIET_WAIT s) until the CPUs are nearly idle before a run;
+# what it found is recorded with the run (host.busy_pct_before).
+quiet_wait=${QUIET_WAIT:-300}
+quiet_max_busy=${QUIET_MAX_BUSY:-15}
+wait_quiet() {
+  local deadline=$(( $(date +%s) + quiet_wait )) b
+  while :; do
+    b=$(busy_pct)
+    if [ "$b" -le "$quiet_max_busy" ] || [ "$(date +%s)" -ge "$deadline" ]; then break; fi
+  done
+  busy_before=$b
+}
+
 # record LABEL ROUND: key=value lines from stdin into the run file, echoed with the label.
 record() {
   local file="$work/runs/$1.$2"
@@ -87,18 +113,29 @@ record() {
 }
 
 run_lectern() {
-  local r=$1
-  echo "== lectern (round $r; load ${2}) =="
-  { echo "host.loadavg_1m=$2"; (cd "$root" && cargo bench --bench pipeline 2>"$work/lectern.stderr")
+  local r=$1 load
+  wait_quiet
+  load=$(loadavg)
+  echo "== lectern (round $r; load $load; cpu busy before ${busy_before}%) =="
+  # The binary `cargo bench --bench pipeline` runs, run the way it runs it (cwd = package root,
+  # `--bench`), built once up front so that every round measures the same build and no compile
+  # time lands in a round. CPU time is that process's.
+  local TIMEFORMAT=$'cpu.user_s=%3U\ncpu.sys_s=%3S'
+  { echo "host.loadavg_1m=$load"
+    echo "host.busy_pct_before=$busy_before"
+    { time (cd "$root" && "$lectern_bench" --bench 2>"$work/lectern.stderr"); } 2>"$work/lectern.time"
+    cat "$work/lectern.time"
   } | record lectern "$r" || { cat "$work/lectern.stderr" >&2; exit 1; }
 }
 
 run_bullmq() {
   local label=$1 r=$2 layout=$3 fsync=$4 load
   start_redis "$fsync"
+  wait_quiet
   load=$(loadavg)
-  echo "== $label (round $r; layout $layout; appendfsync $fsync; redis pid $redis_pid port $redis_port; load $load) =="
+  echo "== $label (round $r; layout $layout; appendfsync $fsync; redis pid $redis_pid port $redis_port; load $load; cpu busy before ${busy_before}%) =="
   { echo "host.loadavg_1m=$load"
+    echo "host.busy_pct_before=$busy_before"
     (cd "$here" && REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port BULLMQ_LAYOUT=$layout node bench.mjs)
   } | record "$label" "$r"
   stop_redis
@@ -106,13 +143,22 @@ run_bullmq() {
 
 echo "lectern.commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "host.cpus=$(nproc)"
-echo "building the Lectern bench..."
-(cd "$root" && cargo bench --bench pipeline --no-run >"$work/build.log" 2>&1) || { cat "$work/build.log" >&2; exit 1; }
+echo "building the Lectern bench (cargo bench --bench pipeline --no-run)..."
+(cd "$root" && cargo bench --bench pipeline --no-run --message-format=json 2>"$work/build.log" >"$work/build.json") ||
+  { cat "$work/build.log" >&2; exit 1; }
+lectern_bench=$(node -e '
+  const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean);
+  for (const l of lines) {
+    const m = JSON.parse(l);
+    if (m.reason === "compiler-artifact" && m.target.kind.includes("bench") && m.target.name === "pipeline" && m.executable) console.log(m.executable);
+  }' "$work/build.json" | tail -n1)
+[ -x "$lectern_bench" ] || { echo "could not find the pipeline bench executable" >&2; exit 1; }
+echo "lectern.bench_executable=$lectern_bench"
 
 labels=(lectern bullmq)
 [ "$extras" = 1 ] && labels+=(bullmq-shared bullmq-everysec)
 for r in $(seq 1 "$rounds"); do
-  run_lectern "$r" "$(loadavg)"
+  run_lectern "$r"
   run_bullmq bullmq "$r" per-step always
   if [ "$extras" = 1 ]; then
     run_bullmq bullmq-shared "$r" shared always
@@ -135,7 +181,10 @@ const keys = [
   'latency.enqueue_to_start_ms.p99',
   'latency.enqueue_to_start_ms.max',
   'peak_rss_kib',
+  'cpu.total_s',
+  'redis.used_memory_peak_kib',
   'host.loadavg_1m',
+  'host.busy_pct_before',
 ];
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -148,6 +197,8 @@ for (const f of fs.readdirSync(dir)) {
   const kv = Object.fromEntries(
     fs.readFileSync(path.join(dir, f), 'utf8').trim().split('\n').map((l) => l.split('=')).map(([k, v]) => [k, v]),
   );
+  // CPU over the whole run (both measurements): the bench process, plus the Redis server.
+  kv['cpu.total_s'] = String(Number(kv['cpu.user_s']) + Number(kv['cpu.sys_s']) + Number(kv['redis.cpu_s'] ?? 0));
   (runs[label] ??= []).push(kv);
 }
 const med = {};
@@ -157,7 +208,7 @@ for (const label of labels) {
     const xs = (runs[label] ?? []).map((kv) => Number(kv[k])).filter(Number.isFinite);
     if (xs.length) med[label][k] = median(xs);
   }
-  const all = (k) => (runs[label] ?? []).map((kv) => kv[k]).join(',');
+  const all = (k) => (runs[label] ?? []).map((kv) => +Number(kv[k]).toFixed(2)).join(', ');
   for (const k of keys) {
     if (k in med[label]) console.log(`${label}.${k}=${+med[label][k].toFixed(2)}  (runs: ${all(k)})`);
   }

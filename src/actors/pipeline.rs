@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, SyncArbiter};
 
-use super::scheduler::{Observe, Scheduler, SchedulerDeps, Snapshot, Wake};
+use super::scheduler::{Observe, Scheduler, SchedulerDeps, Shutdown, Snapshot, Wake};
 use super::stage::StageWorker;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -79,6 +79,14 @@ impl Engine {
 
     pub async fn observe(&self) -> Option<Snapshot> {
         self.scheduler.send(Observe).await.ok()
+    }
+
+    /// Drains the engine: dispatches nothing new, asks running steps to stop, waits up to `grace`,
+    /// commits what finished and hands the rest back to the queue without charging a retry.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        if let Err(e) = self.scheduler.send(Shutdown { grace }).await {
+            tracing::error!(error = %e, "the scheduler did not answer the shutdown request");
+        }
     }
 
     /// This process's lease owner id.

@@ -64,6 +64,8 @@ struct Running {
     cancel: CancelToken,
     progress: ProgressCell,
     stalled: bool,
+    /// Cancelled because the process is shutting down: hand back, do not charge.
+    releasing: bool,
     since: Millis,
 }
 
@@ -79,6 +81,10 @@ pub struct Scheduler {
     flush_scheduled: bool,
     last_heartbeat: Millis,
     rng: StdRng,
+    /// Shutting down: dispatch nothing new.
+    draining: bool,
+    /// Attempts stopped by the shutdown, to hand back without charging their budget.
+    released: Vec<AttemptRef>,
 }
 
 /// Look at the journal for work now (sent after an in-process enqueue or operator action).
@@ -146,6 +152,8 @@ impl Scheduler {
             flush_scheduled: false,
             last_heartbeat: 0,
             rng: StdRng::from_os_rng(),
+            draining: false,
+            released: Vec::new(),
         }
     }
 
@@ -241,7 +249,7 @@ impl Scheduler {
 
     /// Fills free worker slots from the queues, round-robin.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_scheduled {
+        if self.flush_scheduled || self.draining {
             return; // outcomes first: they may free dependants and they hold slots' results
         }
         let now = self.now();
@@ -369,6 +377,7 @@ impl Scheduler {
             cancel: CancelToken::default(),
             progress: ProgressCell::new(self.now()),
             stalled: false,
+            releasing: false,
             since: self.now(),
         };
         let mut step_ctx = StepContext::new(c, self.d.blobs.clone(), self.d.clock.clone());
@@ -396,6 +405,10 @@ impl Scheduler {
             AttemptResult::Failed(e) if e.is_cancelled() && run.stalled => {
                 let msg = format!("no progress for {:?}", self.d.config.scheduler.stall_timeout);
                 self.failure(&key.step, run.budget_used, ErrorInfo::new("stalled", msg), true, now)
+            }
+            AttemptResult::Failed(e) if e.is_cancelled() && run.releasing => {
+                self.released.push(key);
+                return;
             }
             AttemptResult::Failed(e) if e.is_cancelled() && run.cancel.is_cancelled() => Outcome::Cancelled,
             AttemptResult::Failed(e) => {
@@ -455,6 +468,33 @@ impl Scheduler {
         }
     }
 
+    /// Stops dispatching and asks every running step to stop; they end up in `released`.
+    fn begin_shutdown(&mut self) {
+        self.draining = true;
+        for (a, r) in self.running.iter_mut() {
+            tracing::info!(job.id = %a.job_id, step = %a.step, "asking running step to stop for shutdown");
+            r.releasing = true;
+            r.cancel.cancel();
+        }
+    }
+
+    /// Commits pending outcomes and hands back released and still-running attempts.
+    fn end_shutdown(&mut self) {
+        let now = self.now();
+        if !self.done.is_empty() {
+            let batch = std::mem::take(&mut self.done);
+            if let Err(e) = self.d.journal.finish(&batch, now) {
+                self.journal_error("finish", &e);
+            }
+        }
+        let mut back = std::mem::take(&mut self.released);
+        back.extend(self.running.keys().cloned());
+        match self.d.journal.release(&back, now) {
+            Ok(_) => tracing::info!(released = back.len(), "running steps handed back for the next start"),
+            Err(e) => self.journal_error("release", &e),
+        }
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             owner: self.d.owner.clone(),
@@ -498,6 +538,10 @@ impl Actor for Scheduler {
         ctx.run_interval(self.d.config.scheduler.poll_interval, |_, ctx| ctx.notify(Tick));
         ctx.notify(Tick);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        tracing::info!(running = self.running.len(), "scheduler stopped");
+    }
 }
 
 /// Runs a handler body; a panic in the scheduler is logged and counted instead of killing the
@@ -529,6 +573,37 @@ impl Handler<Flush> for Scheduler {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         guarded(self, "flush", |s| s.flush(ctx));
+    }
+}
+
+/// Drain for shutdown: stop dispatching, ask running steps to stop, wait up to `grace` for them,
+/// commit what finished and hand the rest back (uncharged). Answers when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub grace: std::time::Duration,
+}
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.begin_shutdown();
+        let deadline = Instant::now() + msg.grace;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        // Outcomes keep arriving while this interval runs, so `running` drains as steps return.
+        ctx.run_interval(std::time::Duration::from_millis(20), move |act, _| {
+            if tx.is_some() && (act.running.is_empty() || Instant::now() >= deadline) {
+                act.end_shutdown();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -15,6 +15,21 @@ use crate::storage::LocalFs;
 /// restarted server take back every step left running at once (nobody else can be running them).
 const LOCK_FILE: &str = "lectern.lock";
 
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
 pub fn run(config: Config) -> CliResult {
     crate::telemetry::init(&config.log);
     let dir = config.data.dir.clone();
@@ -41,8 +56,23 @@ pub fn run(config: Config) -> CliResult {
             registry: app.registry.clone(),
         })?;
         tracing::info!(%addr, data_dir = %app.data_dir().display(), owner = engine.owner(), "lectern serving");
-        app.engine = Some(engine);
-        http::serve(http::State { app, metrics }, &addr).await.map_err(|e| format!("http server on {addr}: {e}"))?;
+        app.engine = Some(engine.clone());
+        let grace = app.config.scheduler.shutdown_grace;
+        let server =
+            http::server(http::State { app, metrics }, &addr).map_err(|e| format!("http server on {addr}: {e}"))?;
+        let handle = server.handle();
+        let mut running = actix_rt::spawn(server);
+        let served = tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "stopping: finishing in-flight requests");
+                handle.stop(true).await;
+                running.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            r = &mut running => r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+        };
+        tracing::info!(grace_s = grace.as_secs_f64(), "stopping: asking running steps to stop");
+        engine.shutdown(grace).await;
+        served.map_err(|e| format!("http server on {addr}: {e}"))?;
         tracing::info!("lectern stopped");
         Ok(())
     });

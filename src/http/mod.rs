@@ -96,17 +96,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-/// Builds and runs the server until it is told to stop (SIGINT/SIGTERM).
-pub async fn serve(state: State, addr: &str) -> std::io::Result<()> {
+/// Binds the server. It runs when awaited and stops through its handle; it does not listen for
+/// signals itself (actix-server would stop the whole actix System after a signal, taking the
+/// engine's arbiters down before they could drain), `lectern serve` does.
+pub fn server(state: State, addr: &str) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
-    actix_web::HttpServer::new(move || {
+    Ok(actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::Compress::default())
             .configure(configure)
     })
     .workers(2)
+    .shutdown_timeout(10)
+    .disable_signals()
     .bind(addr)?
-    .run()
-    .await
+    .run())
 }

@@ -274,6 +274,22 @@ pub fn reclaim_takes_back_dead_owners_work(j: &dyn Journal) {
     assert_eq!(j.finish(&[(ca.attempt, Outcome::Cancelled)], T0).unwrap(), vec![Finished::Stale], "old lease is void");
 }
 
+pub fn release_requeues_without_charging_the_budget(j: &dyn Journal) {
+    let id = j.enqueue(new_job(DEFAULT_TENANT), T0).unwrap().job.id;
+    let c = claim_one(j, &id, "probe", T0);
+    assert_eq!(j.release(&[c.attempt.clone()], T0 + 1).unwrap(), vec![Finished::Recorded(JobState::Queued)]);
+    let step = j.job(&id).unwrap().unwrap().step("probe").unwrap().clone();
+    assert_eq!((step.state, step.attempts, step.budget_used), (StepState::Queued, 1, 0));
+    assert!(j.events(&id).unwrap().iter().any(|e| e.kind == "released"));
+    assert_eq!(j.release(&[c.attempt], T0 + 2).unwrap(), vec![Finished::Stale], "released once");
+    let again = claim_one(j, &id, "probe", T0 + 3);
+    assert_eq!((again.attempt.attempt, again.budget_used), (2, 1));
+    j.cancel_job(&id, T0 + 4).unwrap();
+    let f = j.release(&[again.attempt], T0 + 5).unwrap();
+    assert_eq!(f, vec![Finished::Recorded(JobState::Cancelled)], "a cancelled job's step ends cancelled");
+    assert_eq!(j.job(&id).unwrap().unwrap().step("probe").unwrap().state, StepState::Cancelled);
+}
+
 pub fn queue_stats_count_depth_and_age(j: &dyn Journal) {
     let a = j.enqueue(new_job(DEFAULT_TENANT), T0).unwrap().job.id;
     j.enqueue(new_job(DEFAULT_TENANT), T0 + 100).unwrap();
@@ -330,6 +346,7 @@ macro_rules! journal_conformance_tests {
             cancel_stops_dispatch_and_running_steps_end_cancelled,
             transient_failure_of_a_cancelled_job_is_not_retried, queues_are_fifo_and_separate,
             pause_hides_stage_and_tenant_without_losing_work, reclaim_takes_back_dead_owners_work,
+            release_requeues_without_charging_the_budget,
             queue_stats_count_depth_and_age, listing_filters_and_pages, media_records_and_meta);
 
         #[test]
@@ -431,7 +448,21 @@ pub fn random_ops_keep_invariants(open: &dyn Fn() -> Box<dyn Journal>, seed: u64
                     let _ = j.retry_job(id, now);
                 }
             }
-            84..88 => {
+            84..86 => {
+                let running: Vec<AttemptRef> = ids
+                    .iter()
+                    .flat_map(|id| {
+                        let job = j.job(id).unwrap().unwrap();
+                        job.steps.into_iter().filter(|s| s.state == StepState::Running).map(move |s| AttemptRef {
+                            job_id: id.clone(),
+                            step: s.name,
+                            attempt: s.attempts,
+                        })
+                    })
+                    .collect();
+                j.release(&running, now).unwrap();
+            }
+            86..88 => {
                 let budget = rng.random_range(1..4);
                 let decide = move |_: &str, used: u32| (used < budget).then_some(now);
                 j.reclaim(&ReclaimScope::AllBut { owner: "new".into() }, now, &decide).unwrap();

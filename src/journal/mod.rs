@@ -407,6 +407,10 @@ pub trait Journal: Send + Sync + 'static {
         now: Millis,
         decide: &dyn Fn(&str, u32) -> Option<Millis>,
     ) -> Result<Vec<Reclaimed>>;
+    /// Hands running attempts back without charging them to the retry budget (a graceful shutdown
+    /// interrupted them, not a fault): each step becomes `queued` again (or `cancelled`, if its job
+    /// was cancelled meanwhile), with a `released` timeline event.
+    fn release(&self, attempts: &[AttemptRef], now: Millis) -> Result<Vec<Finished>>;
     /// Among these job ids, the ones that were cancelled.
     fn cancelled_jobs(&self, job_ids: &[&str]) -> Result<Vec<String>>;
     /// The earliest scheduled retry, to know when to look again.

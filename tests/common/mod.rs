@@ -86,6 +86,24 @@ impl Server {
         panic!("server did not become healthy: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
+    /// SIGTERM, then waits (up to `within`) for the process to exit; returns its status and how
+    /// long it took.
+    pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("server running");
+        let start = Instant::now();
+        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM failed");
+        while start.elapsed() < within {
+            if let Some(status) = c.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+        panic!("server did not exit within {within:?} of SIGTERM");
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -263,6 +263,9 @@ impl super::Journal for SqliteJournal {
     ) -> Result<Vec<super::Reclaimed>> {
         self.write(|tx| write::reclaim(tx, scope, now, decide))
     }
+    fn release(&self, attempts: &[super::AttemptRef], now: Millis) -> Result<Vec<super::Finished>> {
+        self.write(|tx| write::release(tx, attempts, now))
+    }
     fn cancelled_jobs(&self, job_ids: &[&str]) -> Result<Vec<String>> {
         self.read(|tx| read::cancelled_jobs(tx, job_ids))
     }

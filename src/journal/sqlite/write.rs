@@ -367,6 +367,46 @@ pub(super) fn reclaim(
     Ok(out)
 }
 
+pub(super) fn release(tx: &Transaction<'_>, attempts: &[AttemptRef], now: Millis) -> Result<Vec<Finished>> {
+    let mut out = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let Ok((seq, state)) = job_head(tx, &a.job_id) else {
+            out.push(Finished::Stale);
+            continue;
+        };
+        if state == JobState::Cancelled {
+            out.extend(finish(tx, &[(a.clone(), Outcome::Cancelled)], now)?);
+            continue;
+        }
+        let ready = if state.is_terminal() { None } else { Some(now) };
+        let changed = tx
+            .prepare_cached(
+                "UPDATE steps SET state = CASE WHEN ?5 IS NULL THEN 'pending' ELSE 'queued' END, ready_at = ?5, \
+                   lease_owner = NULL, budget_base = budget_base + 1, finished_at = ?4 \
+                 WHERE job_seq = ?1 AND name = ?2 AND attempts = ?3 AND state = 'running'",
+            )?
+            .execute(params![seq, a.step, a.attempt, now, ready])?;
+        if changed == 0 {
+            out.push(Finished::Stale);
+            continue;
+        }
+        event(
+            tx,
+            seq,
+            now,
+            EventRow {
+                step: Some(&a.step),
+                attempt: Some(a.attempt),
+                kind: "released",
+                error: None,
+                detail: Some(serde_json::json!({"reason": "shutdown"})),
+            },
+        )?;
+        out.push(Finished::Recorded(settle(tx, seq, now)?));
+    }
+    Ok(out)
+}
+
 pub(super) fn cancel_job(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<JobRecord> {
     let (seq, state) = job_head(tx, id)?;
     if state.is_terminal() {
