@@ -277,7 +277,10 @@ pub fn reclaim_takes_back_dead_owners_work(j: &dyn Journal) {
 pub fn release_requeues_without_charging_the_budget(j: &dyn Journal) {
     let id = j.enqueue(new_job(DEFAULT_TENANT), T0).unwrap().job.id;
     let c = claim_one(j, &id, "probe", T0);
-    assert_eq!(j.release(&[c.attempt.clone()], T0 + 1).unwrap(), vec![Finished::Recorded(JobState::Queued)]);
+    assert_eq!(
+        j.release(std::slice::from_ref(&c.attempt), T0 + 1).unwrap(),
+        vec![Finished::Recorded(JobState::Queued)]
+    );
     let step = j.job(&id).unwrap().unwrap().step("probe").unwrap().clone();
     assert_eq!((step.state, step.attempts, step.budget_used), (StepState::Queued, 1, 0));
     assert!(j.events(&id).unwrap().iter().any(|e| e.kind == "released"));
