@@ -137,38 +137,62 @@ pub(super) fn events(tx: &Transaction<'_>, job_id: &str) -> Result<Vec<Event>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn active_queues(tx: &Transaction<'_>, now: Millis) -> Result<Vec<String>> {
-    let mut st = tx.prepare_cached(&format!("SELECT DISTINCT s.queue FROM steps s WHERE {READY} ORDER BY s.queue"))?;
-    let rows = st.query_map(rusqlite::named_params! {":now": now}, |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+/// A `(queue, stage)` lane of the ready index, with the lane's tenant.
+struct Lane {
+    queue: String,
+    stage: String,
+    tenant: String,
 }
 
-pub(super) fn ready_steps(
-    tx: &Transaction<'_>,
-    queue: &str,
-    stages: &[&str],
-    now: Millis,
-    limit: usize,
-) -> Result<Vec<ReadyStep>> {
-    if stages.is_empty() || limit == 0 {
-        return Ok(Vec::new());
+/// Every `(queue, stage)` pair that has steps with a ready time, found by seeking the ready index
+/// once per pair (a loose index scan): cost grows with the number of lanes, not with the backlog.
+fn lanes(tx: &Transaction<'_>, queue: Option<&str>) -> Result<Vec<Lane>> {
+    // Two plain seeks (SQLite walks a row-value `(queue, stage) > (?, ?)` instead of seeking past it).
+    let mut next_stage = tx.prepare_cached(
+        "SELECT queue, stage, tenant FROM steps INDEXED BY steps_ready \
+         WHERE ready_at IS NOT NULL AND queue = ?1 AND stage > ?2 ORDER BY queue, stage LIMIT 1",
+    )?;
+    let mut next_queue = tx.prepare_cached(
+        "SELECT queue, stage, tenant FROM steps INDEXED BY steps_ready \
+         WHERE ready_at IS NOT NULL AND queue > ?1 ORDER BY queue, stage LIMIT 1",
+    )?;
+    let row = |r: &rusqlite::Row<'_>| Ok(Lane { queue: r.get(0)?, stage: r.get(1)?, tenant: r.get(2)? });
+    let mut out: Vec<Lane> = Vec::new();
+    let mut at = match queue {
+        Some(q) => next_stage.query_row(params![q, ""], row).optional()?,
+        None => next_queue.query_row(params![""], row).optional()?,
+    };
+    while let Some(lane) = at {
+        at = match next_stage.query_row(params![lane.queue, lane.stage], row).optional()? {
+            Some(next) => Some(next),
+            None if queue.is_none() => next_queue.query_row(params![lane.queue], row).optional()?,
+            None => None,
+        };
+        out.push(lane);
     }
-    // The stage list is short (one entry per stage), so an IN list is fine; values are bound.
-    let marks = (0..stages.len()).map(|i| format!(":st{i}")).collect::<Vec<_>>().join(",");
-    let sql = format!(
+    Ok(out)
+}
+
+fn paused_sets(tx: &Transaction<'_>) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut stages, mut tenants) = (Vec::new(), Vec::new());
+    for p in pauses(tx)? {
+        match p {
+            PauseScope::Stage(s) => stages.push(s),
+            PauseScope::Tenant(t) => tenants.push(t),
+        }
+    }
+    Ok((stages, tenants))
+}
+
+/// Up to `limit` steps of one lane that are ready at `now`, in job order, read in index order.
+fn lane_ready(tx: &Transaction<'_>, queue: &str, stage: &str, now: Millis, limit: usize) -> Result<Vec<ReadyStep>> {
+    let mut st = tx.prepare_cached(
         "SELECT j.id, s.job_seq, s.name, s.stage, s.tenant, s.queue, s.attempts, s.ready_at \
-         FROM steps s JOIN jobs j ON j.seq = s.job_seq \
-         WHERE s.queue = :queue AND s.stage IN ({marks}) AND {READY} \
-         ORDER BY s.job_seq, s.idx LIMIT :limit"
-    );
-    let names: Vec<String> = (0..stages.len()).map(|i| format!(":st{i}")).collect();
-    let limit = limit as i64;
-    let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":queue", &queue), (":now", &now), (":limit", &limit)];
-    for (n, s) in names.iter().zip(stages) {
-        params.push((n.as_str(), s));
-    }
-    let mut st = tx.prepare_cached(&sql)?;
-    let rows = st.query_map(params.as_slice(), |r| {
+         FROM steps s INDEXED BY steps_ready JOIN jobs j ON j.seq = s.job_seq \
+         WHERE s.queue = ?1 AND s.stage = ?2 AND s.ready_at IS NOT NULL AND s.ready_at <= ?3 \
+         ORDER BY s.job_seq, s.idx LIMIT ?4",
+    )?;
+    let rows = st.query_map(params![queue, stage, now, limit as i64], |r| {
         Ok(ReadyStep {
             job_id: r.get(0)?,
             job_seq: r.get(1)?,
@@ -181,6 +205,48 @@ pub(super) fn ready_steps(
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn active_queues(tx: &Transaction<'_>, now: Millis) -> Result<Vec<String>> {
+    let (paused_stages, paused_tenants) = paused_sets(tx)?;
+    let mut out: Vec<String> = Vec::new();
+    for lane in lanes(tx, None)? {
+        if out.last() == Some(&lane.queue)
+            || paused_stages.contains(&lane.stage)
+            || paused_tenants.contains(&lane.tenant)
+        {
+            continue;
+        }
+        if !lane_ready(tx, &lane.queue, &lane.stage, now, 1)?.is_empty() {
+            out.push(lane.queue);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn ready_steps(
+    tx: &Transaction<'_>,
+    queue: &str,
+    stages: &[&str],
+    now: Millis,
+    limit: usize,
+) -> Result<Vec<ReadyStep>> {
+    if stages.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let (paused_stages, paused_tenants) = paused_sets(tx)?;
+    let mut out = Vec::new();
+    for lane in lanes(tx, Some(queue))? {
+        if stages.contains(&lane.stage.as_str())
+            && !paused_stages.contains(&lane.stage)
+            && !paused_tenants.contains(&lane.tenant)
+        {
+            out.extend(lane_ready(tx, queue, &lane.stage, now, limit)?);
+        }
+    }
+    out.sort_by_key(|r| r.job_seq);
+    out.truncate(limit);
+    Ok(out)
 }
 
 pub(super) fn has_ready(tx: &Transaction<'_>, stage: &str, now: Millis) -> Result<bool> {
