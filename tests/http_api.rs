@@ -25,7 +25,11 @@ macro_rules! service {
     ($app:expr) => {
         test::init_service(
             WebApp::new()
-                .app_data(web::Data::new(State { app: $app.clone(), metrics: Arc::new(Metrics::new()) }))
+                .app_data(web::Data::new(State {
+                    app: $app.clone(),
+                    metrics: Arc::new(Metrics::new()),
+                    blobs: Arc::new(lectern::storage::LocalFs::new("/nonexistent")),
+                }))
                 .configure(configure),
         )
         .await

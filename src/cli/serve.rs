@@ -42,7 +42,7 @@ pub fn run(config: Config) -> CliResult {
         });
     }
     let addr = config.http.addr.clone();
-    let blobs = Arc::new(LocalFs::new(config.blob_dir()));
+    let blobs: Arc<dyn crate::storage::BlobStore> = Arc::new(LocalFs::new(config.blob_dir()));
     let mut app = App::open(config)?;
     let system = actix::System::new();
     let result: Result<(), Failure> = system.block_on(async move {
@@ -50,7 +50,7 @@ pub fn run(config: Config) -> CliResult {
         let engine = Engine::start(EngineParts {
             journal: app.journal.clone(),
             clock: app.clock.clone(),
-            blobs,
+            blobs: blobs.clone(),
             metrics: metrics.clone(),
             config: app.config.clone(),
             registry: app.registry.clone(),
@@ -58,8 +58,8 @@ pub fn run(config: Config) -> CliResult {
         tracing::info!(%addr, data_dir = %app.data_dir().display(), owner = engine.owner(), "lectern serving");
         app.engine = Some(engine.clone());
         let grace = app.config.scheduler.shutdown_grace;
-        let server =
-            http::server(http::State { app, metrics }, &addr).map_err(|e| format!("http server on {addr}: {e}"))?;
+        let server = http::server(http::State { app, metrics, blobs }, &addr)
+            .map_err(|e| format!("http server on {addr}: {e}"))?;
         let handle = server.handle();
         let mut running = actix_rt::spawn(server);
         let served = tokio::select! {

@@ -1,6 +1,7 @@
 //! The HTTP API: a thin face over [`crate::app`]. Every error answers
 //! `{"error": {"code", "message"}}` with a fitting status, extractor errors included.
 
+mod hls;
 mod jobs;
 mod ops;
 
@@ -18,6 +19,7 @@ use crate::metrics::Metrics;
 pub struct State {
     pub app: App,
     pub metrics: Arc<Metrics>,
+    pub blobs: Arc<dyn crate::storage::BlobStore>,
 }
 
 /// An API error: a status, a snake_case code, a sentence.
@@ -91,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_path", e)))
     .configure(ops::configure)
     .configure(jobs::configure)
+    .configure(hls::configure)
     .default_service(web::to(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()
     }));

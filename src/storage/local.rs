@@ -67,6 +67,10 @@ impl BlobStore for LocalFs {
         Ok(self.path(key)?.is_file())
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         match fs::remove_file(self.path(key)?) {
             Ok(()) => Ok(()),

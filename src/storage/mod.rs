@@ -41,6 +41,11 @@ pub trait BlobStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn exists(&self, key: &str) -> Result<bool>;
     fn delete(&self, key: &str) -> Result<()>;
+    /// The local file behind a key, for stores that have one (served with sendfile, ranges, ETags).
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// Rejects absolute keys, empty segments, `.`/`..`, backslashes and control characters.

@@ -1,0 +1,169 @@
+//! HLS serving under `/hls/{media_id}/`: the master playlist, and per rendition its media playlist,
+//! init segment and media segments, straight from blob storage.
+//!
+//! - MIME types per the HLS spec and CMAF: playlists `application/vnd.apple.mpegurl`, init and media
+//!   segments `audio/mp4`.
+//! - `Range`, strong `ETag`, `If-None-Match`/`If-Modified-Since` (304), `HEAD`: served by
+//!   actix-files from the file.
+//! - Caching: segments never change once written (`immutable`, a year); a playlist still growing
+//!   (no `#EXT-X-ENDLIST`) must be re-read by players (`max-age=1`), a finished one for 5 minutes.
+//! - Playlists are gzipped when asked (`Accept-Encoding`); segments never (already compressed, and
+//!   compressing would break byte ranges).
+//! - CORS for web players, with a preflight answer that allows `Range`.
+//! - Only names the packager writes are served: anything else, in any spelling, is a JSON 404.
+
+use actix_files::NamedFile;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, CacheControl, CacheDirective, ContentEncoding, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{ApiError, State};
+
+/// What a path under `/hls/{media_id}/` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsFile {
+    Master,
+    MediaPlaylist,
+    Init,
+    Segment,
+}
+
+fn is_media_id(id: &str) -> bool {
+    id.len() == 36
+        && id.starts_with("med_")
+        && id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Accepts exactly `master.m3u8` and `<rung>/{index.m3u8, init.mp4, seg-NNNNN.m4s}` with a rung name
+/// of 1–16 lowercase letters and digits. Everything else (dots, slashes, escapes, other names) is no.
+pub fn classify(tail: &str) -> Option<HlsFile> {
+    if tail == "master.m3u8" {
+        return Some(HlsFile::Master);
+    }
+    let (rung, file) = tail.split_once('/')?;
+    let rung_ok = (1..=16).contains(&rung.len()) && rung.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !rung_ok {
+        return None;
+    }
+    match file {
+        "index.m3u8" => Some(HlsFile::MediaPlaylist),
+        "init.mp4" => Some(HlsFile::Init),
+        f => {
+            let n = f.strip_prefix("seg-")?.strip_suffix(".m4s")?;
+            (n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit())).then_some(HlsFile::Segment)
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such HLS resource")
+}
+
+fn cors(resp: &mut HttpResponse) {
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges, ETag"),
+    );
+}
+
+async fn get(
+    req: HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (media_id, tail) = path.into_inner();
+    let kind = if is_media_id(&media_id) { classify(&tail) } else { None }.ok_or_else(not_found)?;
+    let key = format!("hls/{media_id}/{tail}");
+    let file = state.blobs.local_path(&key).ok_or_else(not_found)?;
+    let (mime, cache): (&str, CacheControl) = match kind {
+        HlsFile::Init | HlsFile::Segment => (
+            "audio/mp4",
+            CacheControl(vec![
+                CacheDirective::Public,
+                CacheDirective::MaxAge(31_536_000),
+                CacheDirective::Extension("immutable".into(), None),
+            ]),
+        ),
+        HlsFile::Master | HlsFile::MediaPlaylist => {
+            let text = web::block({
+                let file = file.clone();
+                move || std::fs::read_to_string(file)
+            })
+            .await?
+            .map_err(|_| not_found())?;
+            let age = if kind == HlsFile::Master || text.contains("#EXT-X-ENDLIST") { 300 } else { 1 };
+            ("application/vnd.apple.mpegurl", CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(age)]))
+        }
+    };
+    let named = NamedFile::open_async(&file).await.map_err(|_| not_found())?;
+    let named = named
+        .set_content_type(mime.parse().expect("static mime"))
+        .use_etag(true)
+        .use_last_modified(true)
+        .disable_content_disposition();
+    let named = if matches!(kind, HlsFile::Init | HlsFile::Segment) {
+        named.set_content_encoding(ContentEncoding::Identity)
+    } else {
+        named
+    };
+    let mut resp = named.into_response(&req);
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
+    cors(&mut resp);
+    Ok(resp)
+}
+
+async fn preflight() -> HttpResponse {
+    let mut resp = HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Range, If-None-Match, If-Modified-Since"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish();
+    cors(&mut resp);
+    resp
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/hls/{media_id}/{tail:.*}")
+            .route(web::get().to(get))
+            .route(web::head().to(get))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_packager_names_are_served() {
+        assert_eq!(classify("master.m3u8"), Some(HlsFile::Master));
+        assert_eq!(classify("a64/index.m3u8"), Some(HlsFile::MediaPlaylist));
+        assert_eq!(classify("a128/init.mp4"), Some(HlsFile::Init));
+        assert_eq!(classify("a128/seg-00042.m4s"), Some(HlsFile::Segment));
+        for bad in [
+            "",
+            "/master.m3u8",
+            "../master.m3u8",
+            "a64/../../journal.db",
+            "a64/seg-1.m4s",
+            "a64/seg-000001.m4s",
+            "A64/index.m3u8",
+            "a64/index.m3u8/x",
+            "a64//index.m3u8",
+            "a64/seg-0000a.m4s",
+            "a.b/init.mp4",
+            "a64\\init.mp4",
+            "%2e%2e/init.mp4",
+            "a64/init.mp4\0",
+            "abcdefghijklmnopq/init.mp4",
+        ] {
+            assert_eq!(classify(bad), None, "{bad:?} must not be served");
+        }
+        assert!(is_media_id("med_0192f0a1b2c3d4e5f60718293a4b5c6d"));
+        assert!(!is_media_id("med_0192F0A1B2C3D4E5F60718293A4B5C6D"));
+        assert!(!is_media_id("med_../../../../../../../../etc/pa"));
+    }
+}
