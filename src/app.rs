@@ -61,6 +61,8 @@ pub struct EnqueueRequest {
     pub params: Option<serde_json::Value>,
     pub batch: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Create this media record in the same transaction as the job.
+    pub new_media: Option<journal::NewMedia>,
 }
 
 /// Queues and stages, for `queues list`.
@@ -152,6 +154,7 @@ impl App {
             batch: req.batch,
             idempotency_key: req.idempotency_key,
             steps: kind.steps.clone(),
+            new_media: req.new_media,
         };
         let e = self.journal.enqueue(job, self.now())?;
         self.wake();

@@ -35,6 +35,7 @@ pub fn new_job(tenant: &str) -> NewJob {
         batch: None,
         idempotency_key: None,
         steps: ingest_steps(),
+        new_media: None,
     }
 }
 
@@ -325,6 +326,25 @@ pub fn listing_filters_and_pages(j: &dyn Journal) {
     assert_eq!(page[0].steps.len(), 5);
 }
 
+pub fn a_media_record_commits_with_its_job(j: &dyn Journal) {
+    let mut nj = new_job(DEFAULT_TENANT);
+    nj.new_media = Some(NewMedia { id: "med_1".into(), title: Some("Talk".into()), meta: json!({"bytes": 10}) });
+    nj.idempotency_key = Some("up-1".into());
+    let job = j.enqueue(nj.clone(), T0).unwrap().job;
+    assert_eq!(job.media_id.as_deref(), Some("med_1"));
+    assert_eq!(j.media("med_1").unwrap().unwrap().meta, json!({"bytes": 10}));
+    assert_eq!(j.idempotent_job(DEFAULT_TENANT, "up-1", T0 + 1).unwrap().unwrap().id, job.id);
+    assert_eq!(j.idempotent_job(DEFAULT_TENANT, "up-2", T0 + 1).unwrap(), None);
+    assert_eq!(j.idempotent_job(DEFAULT_TENANT, "up-1", T0 + 25 * 3_600_000).unwrap(), None);
+    assert!(j.enqueue(nj.clone(), T0 + 2).unwrap().existing, "same key: the same job, no second media");
+    nj.idempotency_key = None;
+    assert!(j.enqueue(nj, T0).is_err(), "a media id is unique");
+    assert_eq!(j.jobs(&JobFilter::default()).unwrap().len(), 1, "the failed enqueue left no job behind");
+    let listed = j.media_list(DEFAULT_TENANT, 10).unwrap();
+    assert_eq!(listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["med_1"]);
+    assert!(j.media_list("ten_other", 10).unwrap().is_empty());
+}
+
 pub fn media_records_and_meta(j: &dyn Journal) {
     let m = j.create_media(DEFAULT_TENANT, Some("Sunday sermon"), T0).unwrap();
     assert!(m.id.starts_with("med_"));
@@ -350,7 +370,8 @@ macro_rules! journal_conformance_tests {
             transient_failure_of_a_cancelled_job_is_not_retried, queues_are_fifo_and_separate,
             pause_hides_stage_and_tenant_without_losing_work, reclaim_takes_back_dead_owners_work,
             release_requeues_without_charging_the_budget,
-            queue_stats_count_depth_and_age, listing_filters_and_pages, media_records_and_meta);
+            queue_stats_count_depth_and_age, listing_filters_and_pages, media_records_and_meta,
+            a_media_record_commits_with_its_job);
 
         #[test]
         fn conformance_committed_state_survives_reopen() {

@@ -155,6 +155,18 @@ pub struct NewJob {
     pub batch: Option<String>,
     pub idempotency_key: Option<String>,
     pub steps: Vec<StepSpec>,
+    /// A media record to create in the same transaction (an upload and its job commit together).
+    /// Its id becomes the job's `media_id`.
+    pub new_media: Option<NewMedia>,
+}
+
+/// A media record created together with its first job.
+#[derive(Debug, Clone)]
+pub struct NewMedia {
+    /// Chosen by the caller, because the upload is stored under it before the commit.
+    pub id: String,
+    pub title: Option<String>,
+    pub meta: serde_json::Value,
 }
 
 /// Result of `enqueue`: the job, and whether an idempotency key matched an existing one.
@@ -380,6 +392,10 @@ pub trait Journal: Send + Sync + 'static {
     /// for the tenant in the last 24 h, returns that job instead (`existing: true`).
     fn enqueue(&self, job: NewJob, now: Millis) -> Result<Enqueued>;
     fn job(&self, id: &str) -> Result<Option<JobRecord>>;
+    /// The job an idempotency key of the tenant maps to, if the key was used in the last 24 h.
+    fn idempotent_job(&self, tenant: &str, key: &str, now: Millis) -> Result<Option<JobRecord>>;
+    /// Media of a tenant, newest first.
+    fn media_list(&self, tenant: &str, limit: usize) -> Result<Vec<Media>>;
     /// Newest first.
     fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>>;
     fn events(&self, job_id: &str) -> Result<Vec<Event>>;

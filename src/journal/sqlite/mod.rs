@@ -231,6 +231,27 @@ impl super::Journal for SqliteJournal {
     fn job(&self, id: &str) -> Result<Option<super::JobRecord>> {
         self.read(|tx| read::job_by_id(tx, id))
     }
+    fn idempotent_job(&self, tenant: &str, key: &str, now: Millis) -> Result<Option<super::JobRecord>> {
+        self.read(|tx| write::idempotent_job(tx, tenant, key, now))
+    }
+    fn media_list(&self, tenant: &str, limit: usize) -> Result<Vec<Media>> {
+        self.read(|tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT id, tenant, title, created_at, meta FROM media WHERE tenant = ?1 \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = st
+                .query_map(params![tenant, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, String, Option<String>, Millis, String)>>>()?;
+            rows.into_iter()
+                .map(|(id, tenant, title, created_at, meta)| {
+                    Ok(Media { id, tenant, title, created_at, meta: serde_json::from_str(&meta)? })
+                })
+                .collect()
+        })
+    }
     fn jobs(&self, filter: &super::JobFilter) -> Result<Vec<super::JobRecord>> {
         self.read(|tx| read::jobs(tx, filter))
     }

@@ -110,21 +110,28 @@ fn bury(tx: &Transaction<'_>, seq: i64, now: Millis, error: &ErrorInfo) -> Resul
     event(tx, seq, now, EventRow { step: None, attempt: None, kind: "dead", error: Some(error), detail: None })
 }
 
+pub(super) fn idempotent_job(tx: &Transaction<'_>, tenant: &str, key: &str, now: Millis) -> Result<Option<JobRecord>> {
+    let hit: Option<String> = tx
+        .query_row(
+            "SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2 AND created_at > ?3",
+            params![tenant, key, now - IDEMPOTENCY_TTL_MS],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match hit {
+        Some(id) => read::job_by_id(tx, &id),
+        None => Ok(None),
+    }
+}
+
 impl SqliteJournal {
     pub(crate) fn enqueue_impl(&self, job: NewJob, now: Millis) -> Result<Enqueued> {
         let steps = validate_steps(&job.steps)?;
         self.write(|tx| {
-            if let Some(key) = &job.idempotency_key {
-                let hit: Option<String> = tx
-                    .query_row(
-                        "SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2 AND created_at > ?3",
-                        params![job.tenant, key, now - IDEMPOTENCY_TTL_MS],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(existing) = hit.and_then(|id| read::job_by_id(tx, &id).transpose()) {
-                    return Ok(Enqueued { job: existing?, existing: true });
-                }
+            if let Some(key) = &job.idempotency_key
+                && let Some(existing) = idempotent_job(tx, &job.tenant, key, now)?
+            {
+                return Ok(Enqueued { job: existing, existing: true });
             }
             let tenant_ok: bool =
                 tx.query_row("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)", [&job.tenant], |r| r.get(0))?;
@@ -133,10 +140,18 @@ impl SqliteJournal {
             }
             let id = crate::journal::new_id("job");
             let queue = queue_name(&job.tenant, job.batch.as_deref());
+            let mut media_id = job.media_id.clone();
+            if let Some(m) = &job.new_media {
+                tx.execute(
+                    "INSERT INTO media (id, tenant, title, created_at, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![m.id, job.tenant, m.title, now, m.meta.to_string()],
+                )?;
+                media_id = Some(m.id.clone());
+            }
             tx.execute(
                 "INSERT INTO jobs (id, tenant, media_id, kind, queue, batch, params, state, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
-                params![id, job.tenant, job.media_id, job.kind, queue, job.batch, job.params.to_string(), now],
+                params![id, job.tenant, media_id, job.kind, queue, job.batch, job.params.to_string(), now],
             )?;
             let seq = tx.last_insert_rowid();
             let mut ins = tx.prepare_cached(
