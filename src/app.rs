@@ -179,6 +179,12 @@ impl App {
         Ok((job, events))
     }
 
+    /// The newest job of a media item.
+    pub fn latest_job_of_media(&self, media_id: &str) -> Result<Option<JobRecord>> {
+        let filter = JobFilter { media_id: Some(media_id.to_string()), limit: Some(1), ..Default::default() };
+        Ok(self.journal.jobs(&filter)?.into_iter().next())
+    }
+
     pub fn retry(&self, id: &str) -> Result<JobRecord> {
         let j = self.journal.retry_job(id, self.now())?;
         self.wake();

@@ -33,6 +33,7 @@ pub struct Config {
     pub admin: AdminOptions,
     pub webhook: WebhookOptions,
     pub log: LogOptions,
+    pub upload: UploadOptions,
     pub scheduler: SchedulerOptions,
     /// The default retry policy of every step.
     pub retry: RetryPolicy,
@@ -120,6 +121,21 @@ impl Default for LogOptions {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UploadOptions {
+    /// The largest upload accepted, in bytes (413 beyond).
+    pub max_bytes: u64,
+    /// Uploads streaming at once; more are refused with 503 and `Retry-After`.
+    pub max_in_flight: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self { max_bytes: 2 * 1024 * 1024 * 1024, max_in_flight: 8 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct SchedulerOptions {
     /// How often the scheduler looks at the journal for work it was not told about (CLI changes,
     /// elapsed backoffs, other nodes).
@@ -185,7 +201,7 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 const STRING_KEYS: &[&str] =
     &["data.dir", "http.addr", "models.dir", "admin.key", "webhook.allow", "log.format", "log.level"];
 /// Sections that `LECTERN_<SECTION>_<KEY>` can address.
-const SECTIONS: &[&str] = &["data", "http", "models", "admin", "webhook", "log", "scheduler", "retry"];
+const SECTIONS: &[&str] = &["data", "http", "models", "admin", "webhook", "log", "upload", "scheduler", "retry"];
 /// Environment variables with the prefix that are not config keys.
 const NOT_KEYS: &[&str] = &["LECTERN_CONFIG"];
 
@@ -260,6 +276,12 @@ impl Config {
         }
         if s.lease_timeout <= s.heartbeat_interval * 2 {
             return Err(key_err("scheduler.lease-timeout", "must exceed twice scheduler.heartbeat-interval"));
+        }
+        if self.upload.max_in_flight == 0 {
+            return Err(key_err("upload.max-in-flight", "must be at least 1"));
+        }
+        if self.upload.max_bytes == 0 {
+            return Err(key_err("upload.max-bytes", "must be at least 1"));
         }
         if s.tenant_max_in_flight == 0 {
             return Err(key_err("scheduler.tenant-max-in-flight", "must be at least 1"));

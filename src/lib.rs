@@ -5,6 +5,7 @@
 //! - [`journal`]: the source of truth (tenants, media, jobs, steps, timeline, pauses).
 //! - [`engine`]: job kinds (step DAGs), retry policy, the step executor interface.
 //! - [`actors`]: the scheduler, the supervised stage worker pools, the engine that owns them.
+//! - [`media`]: pure audio code: probe, decode, resample, loudness, limiter (no actors, no journal).
 //! - [`storage`]: blob storage with atomic writes.
 //! - [`config`], [`clock`], [`metrics`], [`telemetry`]: plumbing.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod journal;
+pub mod media;
 pub mod metrics;
 pub mod storage;
 pub mod telemetry;

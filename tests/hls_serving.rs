@@ -35,11 +35,7 @@ macro_rules! service {
     ($app:expr, $blobs:expr) => {
         test::init_service(
             WebApp::new()
-                .app_data(web::Data::new(State {
-                    app: $app.clone(),
-                    metrics: Arc::new(Metrics::new()),
-                    blobs: $blobs.clone(),
-                }))
+                .app_data(web::Data::new(State::new($app.clone(), Arc::new(Metrics::new()), $blobs.clone())))
                 .wrap(Compress::default())
                 .configure(configure),
         )

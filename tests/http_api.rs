@@ -25,11 +25,11 @@ macro_rules! service {
     ($app:expr) => {
         test::init_service(
             WebApp::new()
-                .app_data(web::Data::new(State {
-                    app: $app.clone(),
-                    metrics: Arc::new(Metrics::new()),
-                    blobs: Arc::new(lectern::storage::LocalFs::new("/nonexistent")),
-                }))
+                .app_data(web::Data::new(State::new(
+                    $app.clone(),
+                    Arc::new(Metrics::new()),
+                    Arc::new(lectern::storage::LocalFs::new("/nonexistent")),
+                )))
                 .configure(configure),
         )
         .await

@@ -106,6 +106,25 @@ wait_quiet() {
   busy_before=$b
 }
 
+# Busy CPU time of the whole machine so far, in clock ticks (all CPUs, every process).
+machine_busy_ticks() {
+  local a
+  read -r -a a < <(head -n1 /proc/stat)
+  echo $(( a[1] + a[2] + a[3] + a[6] + a[7] + a[8] ))
+}
+clk_tck=$(getconf CLK_TCK)
+now_s() { date +%s.%N; }
+# measured CMD...: runs CMD, then prints the wall time and the machine's busy CPU time over it, so
+# the summary can tell how much CPU other processes took during the run (host.others_cpu_pct).
+measured() {
+  local t0 b0 t1 b1
+  t0=$(now_s); b0=$(machine_busy_ticks)
+  "$@"
+  t1=$(now_s); b1=$(machine_busy_ticks)
+  awk -v t0="$t0" -v t1="$t1" -v b0="$b0" -v b1="$b1" -v hz="$clk_tck" \
+    'BEGIN { printf "host.wall_s=%.3f\nhost.machine_busy_cpu_s=%.3f\n", t1 - t0, (b1 - b0) / hz }'
+}
+
 # record LABEL ROUND: key=value lines from stdin into the run file, echoed with the label.
 record() {
   local file="$work/runs/$1.$2"
@@ -123,7 +142,10 @@ run_lectern() {
   local TIMEFORMAT=$'cpu.user_s=%3U\ncpu.sys_s=%3S'
   { echo "host.loadavg_1m=$load"
     echo "host.busy_pct_before=$busy_before"
-    { time (cd "$root" && "$lectern_bench" --bench 2>"$work/lectern.stderr"); } 2>"$work/lectern.time"
+    lectern_once() {
+      { time (cd "$root" && "$lectern_bench" --bench 2>"$work/lectern.stderr"); } 2>"$work/lectern.time"
+    }
+    measured lectern_once
     cat "$work/lectern.time"
   } | record lectern "$r" || { cat "$work/lectern.stderr" >&2; exit 1; }
 }
@@ -136,7 +158,10 @@ run_bullmq() {
   echo "== $label (round $r; layout $layout; appendfsync $fsync; redis pid $redis_pid port $redis_port; load $load; cpu busy before ${busy_before}%) =="
   { echo "host.loadavg_1m=$load"
     echo "host.busy_pct_before=$busy_before"
-    (cd "$here" && REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port BULLMQ_LAYOUT=$layout node bench.mjs)
+    bullmq_once() {
+      (cd "$here" && REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port BULLMQ_LAYOUT=$layout node bench.mjs)
+    }
+    measured bullmq_once
   } | record "$label" "$r"
   stop_redis
 }
@@ -169,10 +194,11 @@ done
 # ---- summary ---------------------------------------------------------------------------------
 echo
 echo "== summary (median of $rounds rounds) =="
-node - "$work/runs" "${labels[@]}" <<'EOF'
+node - "$work/runs" "$(nproc)" "${labels[@]}" <<'EOF'
 const fs = require('fs');
 const path = require('path');
-const [dir, ...labels] = process.argv.slice(2);
+const [dir, ncpuArg, ...labels] = process.argv.slice(2);
+const ncpu = Number(ncpuArg);
 const keys = [
   'throughput.enqueue_per_s',
   'throughput.jobs_per_s',
@@ -185,6 +211,7 @@ const keys = [
   'redis.used_memory_peak_kib',
   'host.loadavg_1m',
   'host.busy_pct_before',
+  'host.others_cpu_pct',
 ];
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -194,12 +221,27 @@ const median = (xs) => {
 const runs = {};
 for (const f of fs.readdirSync(dir)) {
   const label = f.slice(0, f.lastIndexOf('.'));
+  const round = f.slice(f.lastIndexOf('.') + 1);
   const kv = Object.fromEntries(
     fs.readFileSync(path.join(dir, f), 'utf8').trim().split('\n').map((l) => l.split('=')).map(([k, v]) => [k, v]),
   );
   // CPU over the whole run (both measurements): the bench process, plus the Redis server.
-  kv['cpu.total_s'] = String(Number(kv['cpu.user_s']) + Number(kv['cpu.sys_s']) + Number(kv['redis.cpu_s'] ?? 0));
+  kv.round = round;
+  const own = Number(kv['cpu.user_s']) + Number(kv['cpu.sys_s']) + Number(kv['redis.cpu_s'] ?? 0);
+  kv['cpu.total_s'] = String(own);
+  // Share of the machine's CPUs that other processes used during the run (0 on an idle machine).
+  kv['host.others_cpu_pct'] = String(
+    Math.max(0, (100 * (Number(kv['host.machine_busy_cpu_s']) - own)) / (Number(kv['host.wall_s']) * ncpu)),
+  );
   (runs[label] ??= []).push(kv);
+}
+console.log('per run: label round | jobs/s enqueue/s | latency p50 p99 ms | own CPU s | others CPU %');
+for (const label of labels) {
+  (runs[label] ?? []).sort((a, b) => a.round - b.round).forEach((kv) => {
+    const f = (k, d = 1) => Number(kv[k]).toFixed(d);
+    console.log(`  ${label} #${kv.round} | ${f('throughput.jobs_per_s')} ${f('throughput.enqueue_per_s', 0)} | ` +
+      `${f('latency.enqueue_to_start_ms.p50', 2)} ${f('latency.enqueue_to_start_ms.p99', 2)} | ${f('cpu.total_s')} | ${f('host.others_cpu_pct', 0)}`);
+  });
 }
 const med = {};
 for (const label of labels) {

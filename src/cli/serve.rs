@@ -58,7 +58,7 @@ pub fn run(config: Config) -> CliResult {
         tracing::info!(%addr, data_dir = %app.data_dir().display(), owner = engine.owner(), "lectern serving");
         app.engine = Some(engine.clone());
         let grace = app.config.scheduler.shutdown_grace;
-        let server = http::server(http::State { app, metrics, blobs }, &addr)
+        let server = http::server(http::State::new(app, metrics, blobs), &addr)
             .map_err(|e| format!("http server on {addr}: {e}"))?;
         let handle = server.handle();
         let mut running = actix_rt::spawn(server);

@@ -62,11 +62,10 @@ impl Registry {
         Self::default()
     }
 
-    /// The kinds and stages this build ships. Kinds whose stages have no executor yet are left out
-    /// (they could only be enqueued to wait forever).
+    /// The kinds and stages this build ships.
     pub fn builtin() -> Self {
-        #[allow(unused_mut)]
         let mut r = Self::new();
+        crate::actors::ingest::register(&mut r);
         #[cfg(feature = "testsuite")]
         testkind::register(&mut r);
         r

@@ -3,6 +3,7 @@
 
 mod hls;
 mod jobs;
+mod media;
 mod ops;
 
 use std::sync::Arc;
@@ -20,6 +21,15 @@ pub struct State {
     pub app: App,
     pub metrics: Arc<Metrics>,
     pub blobs: Arc<dyn crate::storage::BlobStore>,
+    /// One permit per upload streaming now (`upload.max-in-flight`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
+}
+
+impl State {
+    pub fn new(app: App, metrics: Arc<Metrics>, blobs: Arc<dyn crate::storage::BlobStore>) -> Self {
+        let uploads = Arc::new(tokio::sync::Semaphore::new(app.config.upload.max_in_flight));
+        Self { app, metrics, blobs, uploads }
+    }
 }
 
 /// An API error: a status, a snake_case code, a sentence.
@@ -28,11 +38,18 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds a client should wait before trying again (`Retry-After`), for 429/503.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self { status, code: code.into(), message: message.into(), retry_after: None }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
@@ -47,7 +64,11 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": {"code": self.code, "message": self.message}}))
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+        }
+        resp.json(json!({"error": {"code": self.code, "message": self.message}}))
     }
 }
 
@@ -66,6 +87,7 @@ impl From<app::Error> for ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(_: actix_web::error::BlockingError) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is shutting down or overloaded")
+            .retry_after(5)
     }
 }
 
@@ -94,6 +116,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(ops::configure)
     .configure(jobs::configure)
     .configure(hls::configure)
+    .configure(media::configure)
     .default_service(web::to(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()
     }));

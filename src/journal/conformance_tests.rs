@@ -340,6 +340,8 @@ pub fn a_media_record_commits_with_its_job(j: &dyn Journal) {
     nj.idempotency_key = None;
     assert!(j.enqueue(nj, T0).is_err(), "a media id is unique");
     assert_eq!(j.jobs(&JobFilter::default()).unwrap().len(), 1, "the failed enqueue left no job behind");
+    let by_media = j.jobs(&JobFilter { media_id: Some("med_1".into()), ..Default::default() }).unwrap();
+    assert_eq!(by_media.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![job.id.clone()]);
     let listed = j.media_list(DEFAULT_TENANT, 10).unwrap();
     assert_eq!(listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["med_1"]);
     assert!(j.media_list("ten_other", 10).unwrap().is_empty());

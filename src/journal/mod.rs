@@ -264,6 +264,7 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub tenant: Option<String>,
     pub batch: Option<String>,
+    pub media_id: Option<String>,
     /// Only jobs with `seq` below this (pagination, newest first).
     pub before_seq: Option<i64>,
     pub limit: Option<usize>,

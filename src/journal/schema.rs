@@ -99,6 +99,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, name)
     );
     "#,
+    // v2: jobs by media (the media API shows each media's latest job).
+    r#"
+    CREATE INDEX jobs_media ON jobs(media_id, seq) WHERE media_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

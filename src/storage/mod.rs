@@ -41,6 +41,17 @@ pub trait BlobStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn exists(&self, key: &str) -> Result<bool>;
     fn delete(&self, key: &str) -> Result<()>;
+    /// Moves a finished, fsynced local file into the store under `key`, atomically; the file is
+    /// gone from `src` afterwards. The default copies through memory; stores on the same disk rename.
+    fn adopt_file(&self, key: &str, src: &std::path::Path) -> Result<()> {
+        let bytes = std::fs::read(src).map_err(|source| Error::Io { key: key.to_string(), source })?;
+        self.put(key, &bytes)?;
+        std::fs::remove_file(src).map_err(|source| Error::Io { key: key.to_string(), source })
+    }
+    /// A directory on the same filesystem as the store, for files being received.
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// The local file behind a key, for stores that have one (served with sendfile, ranges, ETags).
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
         let _ = key;

@@ -56,8 +56,13 @@ impl Env {
 
     /// Starts `lectern serve` and waits until it answers `/healthz`.
     pub fn serve(&self, log_name: &str) -> Server {
+        self.serve_with(self.command(), log_name)
+    }
+
+    /// Starts `lectern serve` from a prepared command (extra environment, say).
+    pub fn serve_with(&self, mut command: Command, log_name: &str) -> Server {
         let log = std::fs::File::create(self.path(log_name)).unwrap();
-        let child = self.command().arg("serve").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = command.arg("serve").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let server = Server { child: Some(child), addr: self.addr.clone(), log: self.path(log_name) };
         server.wait_healthy(Duration::from_secs(20));
         server
@@ -129,6 +134,85 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
+}
+
+/// An HTTP/1.1 request over loopback with `Connection: close`: (status, headers, body).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413, 415) before reading the whole body; a reset then is expected.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// `http` with a JSON answer.
+pub fn http_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let (status, _, body) = http(addr, method, path, headers, body);
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// A `multipart/form-data` body with one file field and text fields: (content type, body).
+pub fn multipart(file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "lectern-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The generated media corpus (runs `fixtures/generate.sh` once; it keeps what exists).
+pub fn fixtures() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let out = Command::new("bash").arg(root.join("generate.sh")).output().expect("bash");
+        assert!(out.status.success(), "fixtures/generate.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        root.join("generated")
+    })
+    .clone()
 }
 
 /// Polls `cond` every 50 ms until it holds or `secs` pass.

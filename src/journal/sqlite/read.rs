@@ -96,13 +96,14 @@ pub(super) fn jobs(tx: &Transaction<'_>, f: &JobFilter) -> Result<Vec<JobRecord>
     let sql = format!(
         "SELECT {JOB_COLS} FROM jobs WHERE (:state IS NULL OR state = :state) \
          AND (:tenant IS NULL OR tenant = :tenant) AND (:batch IS NULL OR batch = :batch) \
+         AND (:media IS NULL OR media_id = :media) \
          AND (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit"
     );
     let mut st = tx.prepare_cached(&sql)?;
     let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
     let rows = st.query_map(
         rusqlite::named_params! {
-            ":state": f.state.map(|s| s.as_str()), ":tenant": f.tenant, ":batch": f.batch,
+            ":state": f.state.map(|s| s.as_str()), ":tenant": f.tenant, ":batch": f.batch, ":media": f.media_id,
             ":before": f.before_seq, ":limit": limit,
         },
         job_row,

@@ -1,0 +1,367 @@
+//! `POST /v1/media` (upload), `GET /v1/media`, `GET /v1/media/{id}`.
+//!
+//! An upload streams to a staging file on the blob store's disk (never whole in memory), hashing
+//! on the way. Its first MiB is sniffed before the rest is accepted (not audio → 415). When the
+//! body is complete the file is fsynced and moved under `media/<id>/source`, then the media record
+//! and its ingest job commit in one transaction; only then does the client get `202`. An accepted
+//! upload is therefore never lost, even to `kill -9` right after the answer.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, State, blocking};
+use crate::app::EnqueueRequest;
+use crate::journal::{JobRecord, NewMedia, new_id};
+use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
+
+/// Buffered bytes written to the staging file at a time.
+const WRITE_CHUNK: usize = 1024 * 1024;
+/// Longest accepted text field (title, callback URL), in bytes.
+const MAX_TEXT_FIELD: usize = 2048;
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    title: Option<String>,
+    callback_url: Option<String>,
+}
+
+fn err(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+fn too_large(max: u64) -> ApiError {
+    err(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("uploads are limited to {max} bytes"))
+}
+
+/// A file being received: staged on the store's disk, hashed, counted, sniffed once.
+struct Staging {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+    bytes: u64,
+    max: u64,
+    buf: Vec<u8>,
+    head: Vec<u8>,
+    sniffed: bool,
+}
+
+impl Staging {
+    fn new(dir: PathBuf, max: u64) -> Result<Self, ApiError> {
+        std::fs::create_dir_all(&dir).map_err(|e| storage_error(&e))?;
+        let path = dir.join(format!("{}.part", new_id("upl")));
+        let file = std::fs::File::create(&path).map_err(|e| storage_error(&e))?;
+        Ok(Self {
+            path,
+            file: Some(file),
+            hasher: Sha256::new(),
+            bytes: 0,
+            max,
+            buf: Vec::new(),
+            head: Vec::new(),
+            sniffed: false,
+        })
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.bytes += chunk.len() as u64;
+        if self.bytes > self.max {
+            return Err(too_large(self.max));
+        }
+        self.hasher.update(chunk);
+        if !self.sniffed {
+            let room = SNIFF_MAX_BYTES - self.head.len();
+            self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if self.head.len() >= SNIFF_MAX_BYTES {
+                self.sniff().await?;
+            }
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn sniff(&mut self) -> Result<(), ApiError> {
+        self.sniffed = true;
+        let head = std::mem::take(&mut self.head);
+        match web::block(move || sniff(&head)).await? {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.code(), format!("not a supported audio file: {e}")))
+            }
+        }
+    }
+
+    /// Writes the buffer out; with `sync`, also fsyncs the file.
+    async fn flush(&mut self, sync: bool) -> Result<(), ApiError> {
+        let mut file = self.file.take().expect("staging file present");
+        let buf = std::mem::take(&mut self.buf);
+        let (file, result) = web::block(move || {
+            let r = file.write_all(&buf).and_then(|_| if sync { file.sync_all() } else { Ok(()) });
+            (file, r)
+        })
+        .await?;
+        self.file = Some(file);
+        result.map_err(|e| storage_error(&e))
+    }
+
+    /// Finishes the body: sniffs a short file, flushes and fsyncs. Returns (bytes, sha256).
+    async fn finish(&mut self) -> Result<(u64, String), ApiError> {
+        if self.bytes == 0 {
+            return Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", "the upload is empty"));
+        }
+        if !self.sniffed {
+            self.sniff().await?;
+        }
+        self.flush(true).await?;
+        let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Ok((self.bytes, sha))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Whatever did not end up adopted by the store is removed; a rename already moved it.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn storage_error(e: &std::io::Error) -> ApiError {
+    let status =
+        if e.raw_os_error() == Some(28) { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::SERVICE_UNAVAILABLE };
+    tracing::error!(error = %e, "upload storage failed");
+    err(status, "storage_unavailable", "the upload could not be stored; try again later").retry_after(30)
+}
+
+/// Reads a small text field of a multipart form.
+async fn text_field(field: &mut actix_multipart::Field) -> Result<String, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_multipart", e.to_string()))?;
+        if out.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(err(StatusCode::BAD_REQUEST, "invalid_multipart", "a text field is longer than 2 KiB"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    String::from_utf8(out).map_err(|_| err(StatusCode::BAD_REQUEST, "invalid_multipart", "a text field is not UTF-8"))
+}
+
+fn accepted(job: &JobRecord, existing: bool) -> HttpResponse {
+    let media = job.media_id.clone().unwrap_or_default();
+    HttpResponse::Accepted().json(json!({
+        "media_id": media,
+        "job_id": job.id,
+        "existing": existing,
+        "links": {
+            "media": format!("/v1/media/{media}"),
+            "job": format!("/v1/jobs/{}", job.id),
+            "hls": format!("/hls/{media}/master.m3u8"),
+            "waveform": format!("/v1/media/{media}/waveform.json"),
+        },
+    }))
+}
+
+#[post("/v1/media")]
+async fn upload(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<State>,
+    query: web::Query<UploadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let _permit = state.uploads.clone().try_acquire_owned().map_err(|_| {
+        err(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many uploads in progress; retry shortly").retry_after(5)
+    })?;
+    let max = state.app.config.upload.max_bytes;
+    let key = match req.headers().get("Idempotency-Key") {
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            Some(
+                k.ok_or_else(|| {
+                    err(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "1 to 255 visible ASCII characters")
+                })?
+                .to_string(),
+            )
+        }
+        None => None,
+    };
+    let tenant = state.app.tenant_id(None)?;
+    if let Some(k) = key.clone() {
+        let (t, now) = (tenant.clone(), state.app.clock.now_ms());
+        if let Some(job) = blocking(&state, move |app| Ok(app.journal.idempotent_job(&t, &k, now)?)).await? {
+            return Ok(accepted(&job, true));
+        }
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let staging_dir = state.blobs.staging_dir().unwrap_or_else(|| state.app.data_dir().join("staging"));
+    let mut staged = Staging::new(staging_dir, max)?;
+    let (mut title, mut callback_url, mut filename) = (query.title.clone(), query.callback_url.clone(), None);
+
+    if mime == "multipart/form-data" {
+        let mut form = actix_multipart::Multipart::new(req.headers(), payload);
+        let mut got_file = false;
+        while let Some(field) = form.next().await {
+            let mut field = field.map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_multipart", e.to_string()))?;
+            match field.name().unwrap_or_default() {
+                "file" if !got_file => {
+                    got_file = true;
+                    filename = field.content_disposition().and_then(|d| d.get_filename()).map(str::to_string);
+                    while let Some(chunk) = field.next().await {
+                        let chunk =
+                            chunk.map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_multipart", e.to_string()))?;
+                        staged.push(&chunk).await?;
+                    }
+                }
+                "title" => title = Some(text_field(&mut field).await?),
+                "callback_url" => callback_url = Some(text_field(&mut field).await?),
+                other => {
+                    let other = other.to_string();
+                    return Err(err(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_multipart",
+                        format!("unexpected form field {other:?}"),
+                    ));
+                }
+            }
+        }
+        if !got_file {
+            return Err(err(StatusCode::BAD_REQUEST, "missing_file", "the form has no `file` field"));
+        }
+    } else if mime.starts_with("audio/") || mime == "application/octet-stream" {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+            staged.push(&chunk).await?;
+        }
+    } else {
+        return Err(err(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data with a `file` field, or a raw audio/* or application/octet-stream body",
+        ));
+    }
+    let (bytes, sha256) = staged.finish().await?;
+
+    let media_id = new_id("med");
+    let (blobs, src, source_key) = (state.blobs.clone(), staged.path.clone(), format!("media/{media_id}/source"));
+    web::block(move || blobs.adopt_file(&source_key, &src)).await?.map_err(|e| {
+        tracing::error!(error = %e, "could not store upload");
+        err(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload could not be stored; try again later")
+    })?;
+    let meta = json!({
+        "upload": {"bytes": bytes, "sha256": sha256, "content_type": mime, "filename": filename},
+        "callback_url": callback_url,
+    });
+    let req = EnqueueRequest {
+        kind: "ingest".into(),
+        tenant: Some(tenant),
+        idempotency_key: key,
+        new_media: Some(NewMedia { id: media_id.clone(), title: title.filter(|t| !t.trim().is_empty()), meta }),
+        ..Default::default()
+    };
+    let blobs = state.blobs.clone();
+    let enqueued = blocking(&state, move |app| {
+        let e = app.enqueue(req)?;
+        if e.existing {
+            // Lost a race with the same idempotency key: keep the first upload only.
+            let _ = blobs.delete(&format!("media/{media_id}/source"));
+        }
+        Ok(e)
+    })
+    .await?;
+    tracing::info!(media.id = ?enqueued.job.media_id, job.id = %enqueued.job.id, bytes, "upload accepted");
+    Ok(accepted(&enqueued.job, enqueued.existing))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// The media JSON: the record, what its ingest job found out, and where to get things.
+fn media_json(m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
+    let probe = job.and_then(|j| j.step("probe")).and_then(|s| s.output.clone()).unwrap_or(Value::Null);
+    let transcode = job.and_then(|j| j.step("transcode")).and_then(|s| s.output.clone()).unwrap_or(Value::Null);
+    let get = |k: &str| probe.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "id": m.id, "tenant": m.tenant, "title": m.title, "created_at": crate::clock::rfc3339(m.created_at),
+        "state": job.map(|j| j.state.as_str()).unwrap_or("queued"),
+        "job_id": job.map(|j| j.id.clone()),
+        "duration_s": get("duration_s"), "codec": get("codec"), "container": get("container"),
+        "sample_rate": get("sample_rate"), "channels": get("channels"), "bits_per_sample": get("bits_per_sample"),
+        "tags": get("tags"), "has_cover_art": get("has_cover_art"),
+        "loudness": transcode.get("loudness").cloned().unwrap_or(Value::Null),
+        "upload": m.meta.get("upload").cloned().unwrap_or(Value::Null),
+        "links": {
+            "hls": format!("/hls/{}/master.m3u8", m.id),
+            "waveform": format!("/v1/media/{}/waveform.json", m.id),
+            "job": job.map(|j| format!("/v1/jobs/{}", j.id)),
+        },
+    })
+}
+
+#[get("/v1/media/{id}")]
+async fn show(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (m, job) = blocking(&state, move |app| {
+        let m = app.journal.media(&id)?.ok_or_else(|| crate::app::Error::NotFound { what: "media", id: id.clone() })?;
+        let job = app.latest_job_of_media(&m.id)?;
+        Ok((m, job))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(media_json(&m, job.as_ref())))
+}
+
+#[get("/v1/media")]
+async fn list(state: web::Data<State>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let items = blocking(&state, move |app| {
+        let tenant = app.tenant_id(None)?;
+        let media = app.journal.media_list(&tenant, limit)?;
+        media
+            .into_iter()
+            .map(|m| {
+                let job = app.latest_job_of_media(&m.id)?;
+                Ok(media_json(&m, job.as_ref()))
+            })
+            .collect::<crate::app::Result<Vec<_>>>()
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "media": items })))
+}
+
+/// The BBC audiowaveform JSON peaks, written by the transcode step.
+#[get("/v1/media/{id}/waveform.json")]
+async fn waveform(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let missing = || err(StatusCode::NOT_FOUND, "not_found", "no waveform for this media (yet)");
+    let lookup = id.clone();
+    if blocking(&state, move |app| Ok(app.journal.media(&lookup)?)).await?.is_none() {
+        return Err(missing());
+    }
+    let blobs = state.blobs.clone();
+    let bytes = web::block(move || blobs.get(&format!("media/{id}/waveform.json"))).await?.map_err(|_| missing())?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(bytes))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(upload).service(waveform).service(show).service(list);
+}
