@@ -1,0 +1,57 @@
+// Plays an HLS stream to the end with hls.js in headless Chromium and prints one JSON line:
+// {"ended", "errors", "currentTime", "duration", "mseAac", "levels"}.
+// Usage: node play.mjs MASTER_URL [PLAYBACK_RATE] [TIMEOUT_MS]
+import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const [url, rateArg, timeoutArg] = process.argv.slice(2);
+if (!url) {
+  console.error('usage: node play.mjs MASTER_URL [PLAYBACK_RATE] [TIMEOUT_MS]');
+  process.exit(2);
+}
+const rate = Number(rateArg ?? 8);
+const timeout = Number(timeoutArg ?? 60000);
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+try {
+  const page = await browser.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  await page.setContent('<!doctype html><html><body><audio id="a" muted></audio></body></html>');
+  await page.addScriptTag({ path: require.resolve('hls.js/dist/hls.min.js') });
+  const result = await page.evaluate(({ url, rate, timeout }) => new Promise((resolve) => {
+    const audio = document.getElementById('a');
+    const errors = [];
+    const mseAac = window.MediaSource?.isTypeSupported('audio/mp4; codecs="mp4a.40.2"') ?? false;
+    const done = (ended) => resolve({
+      ended, errors, mseAac, currentTime: audio.currentTime, duration: audio.duration,
+      levels: hls.levels.map((l) => ({ bitrate: l.bitrate, codecs: l.audioCodec || l.codecSet })),
+    });
+    // eslint-disable-next-line no-undef
+    const hls = new Hls({ enableWorker: false });
+    hls.on(Hls.Events.ERROR, (_, d) => errors.push({ type: d.type, details: d.details, fatal: d.fatal }));
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      audio.playbackRate = rate;
+      audio.play().catch((e) => errors.push({ type: 'play', details: String(e), fatal: true }));
+    });
+    audio.addEventListener('ended', () => done(true));
+    audio.addEventListener('error', () => errors.push({ type: 'media', details: String(audio.error?.message), fatal: true }));
+    setTimeout(() => done(false), timeout);
+    hls.loadSource(url);
+    hls.attachMedia(audio);
+  }), { url, rate, timeout });
+  result.pageErrors = pageErrors;
+  console.log(JSON.stringify(result));
+} finally {
+  await browser.close();
+}
