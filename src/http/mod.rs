@@ -5,6 +5,7 @@ mod hls;
 mod jobs;
 mod media;
 mod ops;
+mod tus;
 
 use std::sync::Arc;
 
@@ -117,6 +118,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(jobs::configure)
     .configure(hls::configure)
     .configure(media::configure)
+    .configure(tus::configure)
     .default_service(web::to(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()
     }));
