@@ -19,7 +19,9 @@
 #
 # Knobs (environment): BENCH_ROUNDS (2), BENCH_MINUTES (60), BENCH_SHORT_MINUTES (3),
 # BENCH_LONG_MINUTES (180), BENCH_FF_THREADS (unset: ffmpeg's default), BENCH_SKIP_BUILD=1,
-# BENCH_MEDIA_DIR (target/bench-media: generated inputs, kept between runs; never committed).
+# BENCH_MEDIA_DIR (target/bench-media: generated inputs and the last results, kept between runs;
+# never committed), BENCH_WORK_DIR (target: where Lectern's data dirs and ffmpeg's outputs go; both
+# on the same disk, e.g. /dev/shm to take fsync out of the picture), BENCH_KEEP_WORK=1.
 # Nothing outside target/ is written; every process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +63,9 @@ make_input() { # make_input MINUTES -> path of a MINUTES-long 44.1 kHz stereo 12
   local f="$MEDIA/speech-${1}min-44k-stereo.mp3"
   if [ ! -s "$f" ]; then
     log "making $f"
-    ffmpeg -nostdin -hide_banner -loglevel error -y -stream_loop $(($1 - 1)) -i fixtures/generated/speech-60s-mono.wav \
-      -ar 44100 -ac 2 -c:a libmp3lame -b:a 128k "$f.part.mp3" && mv "$f.part.mp3" "$f"
+    # The fixture is 58.3 s of speech: loop it and cut at exactly MINUTES.
+    ffmpeg -nostdin -hide_banner -loglevel error -y -stream_loop -1 -i fixtures/generated/speech-60s-mono.wav \
+      -t $(($1 * 60)) -ar 44100 -ac 2 -c:a libmp3lame -b:a 128k "$f.part.mp3" && mv "$f.part.mp3" "$f"
   fi
   echo "$f"
 }
@@ -70,8 +73,12 @@ IN_MAIN=$(make_input "$MINUTES")
 IN_SHORT=$(make_input "$SHORT_MINUTES")
 IN_LONG=$(make_input "$LONG_MINUTES")
 
-WORK=$(mktemp -d "$ROOT/target/bench-transcode.XXXXXX")
+mkdir -p "${BENCH_WORK_DIR:-$ROOT/target}"
+WORK=$(mktemp -d "${BENCH_WORK_DIR:-$ROOT/target}/bench-transcode.XXXXXX")
 RESULTS=$WORK/results.jsonl
+# Run a private copy: the target dir is shared, and a rebuild during the run must not swap binaries.
+cp "$BIN" "$WORK/lectern"; BIN=$WORK/lectern
+REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo +dirty)"
 SRV_PID=
 cleanup() {
   if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
@@ -160,7 +167,7 @@ import json, sys
 from datetime import datetime
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 for s in json.load(sys.stdin)["steps"]:
-    print(f"{s[\"name\"]}_s={t(s[\"finished_at\"]) - t(s[\"started_at\"]):.3f}")' <<<"$body")
+    print("%s_s=%.3f" % (s["name"], t(s["finished_at"]) - t(s["started_at"])))' <<<"$body")
   metrics=$(curl -sS "$SRV_URL/metrics" | grep '^lectern_step_seconds_total' | tr '\n' ';' || true)
   loud=$(curl -sS "$SRV_URL/v1/media/$media" | python3 -c '
 import json, sys; l = json.load(sys.stdin)["loudness"] or {}
@@ -180,9 +187,10 @@ print("in=%.2f LUFS, out=%.2f LUFS / %.2f dBTP, gain=%.2f dB, passes=%s" % (l["i
 }
 
 # --- ffmpeg ----------------------------------------------------------------------------------------
-# The ladder after the filter chain CHAIN: resampled once to 48 kHz, split into the two rungs.
+# The ladder after the filter chain CHAIN: resampled once to 48 kHz, split into the two rungs. The
+# aformat pins the (stereo) layout: ffmpeg 5.1 cannot negotiate one between loudnorm and asplit.
 ladder() { # ladder OUTDIR CHAIN: sets LADDER, the output arguments
-  LADDER=(-filter_complex "[0:a]${2}aresample=48000,asplit=2[r0][r1]" -map '[r0]' -map '[r1]'
+  LADDER=(-filter_complex "[0:a]${2}aresample=48000,aformat=channel_layouts=stereo,asplit=2[r0][r1]" -map '[r0]' -map '[r1]'
     -c:a aac -b:a:0 64k -b:a:1 128k -f hls -hls_time 6 -hls_playlist_type vod -hls_segment_type fmp4
     -hls_fmp4_init_filename init.mp4 -master_pl_name master.m3u8 -var_stream_map 'a:0,name:a64 a:1,name:a128'
     -hls_segment_filename "$1/%v/seg%05d.m4s" "$1/%v/index.m3u8")
@@ -227,28 +235,37 @@ ffmpeg_b() { # ffmpeg_b ROUND FILE
   rm -rf "$out"
 }
 
+ffmpeg_ref() { # ffmpeg_ref ROUND FILE: decode + resample only, to /dev/null (the floor under both)
+  timed "$WORK/ref.time" "$WORK/ref.log" -i "$2" -af aresample=48000,aformat=channel_layouts=stereo -f null -
+  read -r w u s m <"$WORK/ref.time"
+  record tool=ffmpeg-decode label=main round="$1" wall_s="$w" cpu_s="$(calc "$u + $s")" peak_rss_kb="$m"
+}
+
 # --- the runs --------------------------------------------------------------------------------------
 log "inputs: $(basename "$IN_MAIN"), $(basename "$IN_SHORT"), $(basename "$IN_LONG"); rounds: $ROUNDS; work dir: $WORK"
 for r in $(seq "$ROUNDS"); do
   lectern_run main "$r" "$IN_MAIN"
   ffmpeg_a "$r" "$IN_MAIN"
   ffmpeg_b "$r" "$IN_MAIN"
+  ffmpeg_ref "$r" "$IN_MAIN"
 done
 lectern_run short 1 "$IN_SHORT"
 lectern_run long 1 "$IN_LONG" first-segment
 
 # --- summary ---------------------------------------------------------------------------------------
-python3 - "$RESULTS" "$MINUTES" "$SHORT_MINUTES" "$LONG_MINUTES" "${BENCH_FF_THREADS:-default}" <<'PY'
+cp "$RESULTS" "$MEDIA/transcode_vs_ffmpeg-last.jsonl"
+{
+python3 - "$RESULTS" "$MINUTES" "$SHORT_MINUTES" "$LONG_MINUTES" "${BENCH_FF_THREADS:-default}" "$REV" <<'PY'
 import json, statistics, sys, subprocess
 rows = [json.loads(l) for l in open(sys.argv[1])]
-minutes, short_m, long_m, threads = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+minutes, short_m, long_m, threads, rev = sys.argv[2:7]
 f = lambda r, k: float(r[k])
 def med(tool, key, label="main"):
     v = [f(r, key) for r in rows if r["tool"] == tool and r["label"] == label and r.get(key)]
     return statistics.median(v) if v else float("nan")
 ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
 print(f"\n== Lectern transcode vs ffmpeg: {minutes}-min 44.1 kHz stereo 128k MP3 -> 48 kHz AAC-LC 64k+128k stereo, 6 s fMP4 HLS")
-print(f"   {ff}; ffmpeg threads: {threads}; rounds: {len([r for r in rows if r['tool'] == 'lectern' and r['label'] == 'main'])} (median shown)\n")
+print(f"   lectern {rev} (release); {ff}; ffmpeg threads: {threads}; rounds: {len([r for r in rows if r['tool'] == 'lectern' and r['label'] == 'main'])} (median shown)\n")
 L = {"wall": med("lectern", "transcode_s"), "cpu": med("lectern", "cpu_s"), "rss": med("lectern", "peak_rss_kb")}
 print(f"{'contender':58} {'wall s':>8} {'CPU s':>8} {'x realtime':>10} {'peak RSS':>10}")
 def line(name, wall, cpu, rss):
@@ -257,6 +274,8 @@ line("Lectern (transcode step; CPU = probe + transcode)", L["wall"], L["cpu"], L
 for tool, name in [("ffmpeg-a", "ffmpeg (a) same ladder, no loudness normalisation"),
                    ("ffmpeg-b", "ffmpeg (b) 2-pass loudnorm -16 LUFS/-1 dBTP + ladder")]:
     line(name, med(tool, "wall_s"), med(tool, "cpu_s"), med(tool, "peak_rss_kb"))
+line("reference: ffmpeg decode + resample only, no encode", med("ffmpeg-decode", "wall_s"), med("ffmpeg-decode", "cpu_s"),
+     med("ffmpeg-decode", "peak_rss_kb"))
 print()
 for tool, name in [("ffmpeg-a", "(a) no normalisation"), ("ffmpeg-b", "(b) 2-pass loudnorm")]:
     print(f"Lectern / ffmpeg {name:22}: wall {L['wall'] / med(tool, 'wall_s'):.2f}x, CPU {L['cpu'] / med(tool, 'cpu_s'):.2f}x")
@@ -271,7 +290,8 @@ print("\nloudness reported by each tool (pre-AAC):")
 for r in rows:
     if r.get("loudness") and r["label"] == "main" and r["round"] == "1":
         print(f"  {r['tool']:9} {r['loudness']}")
-print("segments per run: " + ", ".join(f"{r['tool']}/{r['label']}={r['segments']}" for r in rows if r["round"] == "1"))
+print("segments per run: " + ", ".join(f"{r['tool']}/{r['label']}={r['segments']}" for r in rows if r["round"] == "1" and r.get("segments")))
 m = [r for r in rows if r["tool"] == "lectern" and r["label"] == "main"][-1].get("metrics", "")
 print("Lectern /metrics (last main run): " + m.replace(";", " "))
 PY
+} | tee "$MEDIA/transcode_vs_ffmpeg-last.txt"

@@ -6,6 +6,7 @@ mod output;
 mod queues;
 mod serve;
 mod tenants;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCmd),
+    /// Upload files or folders to a Lectern server (resumable, queued locally, safe to re-run).
+    Upload(upload::UploadArgs),
 }
 
 /// A CLI failure: a message for stderr and the exit code.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Jobs(c) => jobs::run(&open(config)?, c),
         Command::Queues(c) => queues::run(&open(config)?, c),
         Command::Tenants(c) => tenants::run(&open(config)?, c),
+        Command::Upload(a) => upload::run(a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
