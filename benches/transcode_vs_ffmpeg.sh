@@ -65,7 +65,8 @@ make_input() { # make_input MINUTES -> path of a MINUTES-long 44.1 kHz stereo 12
     log "making $f"
     # The fixture is 58.3 s of speech: loop it and cut at exactly MINUTES.
     ffmpeg -nostdin -hide_banner -loglevel error -y -stream_loop -1 -i fixtures/generated/speech-60s-mono.wav \
-      -t $(($1 * 60)) -ar 44100 -ac 2 -c:a libmp3lame -b:a 128k "$f.part.mp3" && mv "$f.part.mp3" "$f"
+      -t $(($1 * 60)) -ar 44100 -ac 2 -c:a libmp3lame -b:a 128k "$f.part.mp3" || { rm -f "$f.part.mp3"; die "cannot make $f"; }
+    mv "$f.part.mp3" "$f"
   fi
   echo "$f"
 }
@@ -95,6 +96,21 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 cputicks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime + stime, all threads
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
+busyticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; } # whole machine, all CPUs
+QUIET_WAIT=${BENCH_QUIET_WAIT:-900}
+# Others' work on a shared 2-vCPU machine skews wall times: before each measurement wait (at most
+# QUIET_WAIT s) until the rest of the machine uses under 0.3 CPU over 5 s. Each run also records the
+# CPU that everything else used during it (others_cpu_s), so the contamination is visible.
+wait_quiet() {
+  local waited=0 b0 b1
+  while :; do
+    b0=$(busyticks); sleep 5; b1=$(busyticks)
+    awk -v d=$((b1 - b0)) -v t="$TICK" 'BEGIN { exit !(d / t / 5 < 0.3) }' && return 0
+    waited=$((waited + 5))
+    ((waited % 60 == 0)) && log "machine busy ($(cut -d' ' -f1-3 /proc/loadavg)); waiting for quiet (${waited}s)"
+    ((waited >= QUIET_WAIT)) && { log "warning: machine still busy after ${QUIET_WAIT}s; measuring anyway"; return 0; }
+  done
+}
 jget() { python3 -c 'import json,sys; v=json.load(sys.stdin); [v := v[k] for k in sys.argv[1:]]; print(v)' "$@"; }
 record() { python3 -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' "$@" >>"$RESULTS"; }
 plays() { { ffmpeg -nostdin -v error -i "$1" -f null - 2>&1 || echo "ffmpeg exit $?"; } | head -5; } # silent when it plays
@@ -128,9 +144,10 @@ lectern_run() {
   start_server
   local idle_kb; idle_kb=$(hwm_kb "$SRV_PID")
   local c0 t0 resp t202 c202 media job hls tfirst=
+  wait_quiet
   c0=$(cputicks "$SRV_PID"); t0=$(now)
   resp=$(curl -sS --fail-with-body -X POST -H 'Content-Type: audio/mpeg' -H 'Expect:' -T "$file" "$SRV_URL/v1/media")
-  t202=$(now); c202=$(cputicks "$SRV_PID")
+  t202=$(now); c202=$(cputicks "$SRV_PID"); local b202; b202=$(busyticks)
   media=$(jget media_id <<<"$resp"); job=$(jget job_id <<<"$resp")
   hls=$SRV_DATA/blobs/hls/$media
   if [ -n "$first" ]; then # playable: the master exists and every rung it lists has a segment
@@ -160,7 +177,7 @@ lectern_run() {
     sleep 0.5
   done
   local tdone c1 peak_kb
-  tdone=$(now); c1=$(cputicks "$SRV_PID"); peak_kb=$(hwm_kb "$SRV_PID")
+  tdone=$(now); c1=$(cputicks "$SRV_PID"); peak_kb=$(hwm_kb "$SRV_PID"); local bdone; bdone=$(busyticks)
   local steps metrics loud
   steps=$(python3 -c '
 import json, sys
@@ -181,7 +198,8 @@ print("in=%.2f LUFS, out=%.2f LUFS / %.2f dBTP, gain=%.2f dB, passes=%s" % (l["i
     upload_s="$(calc "$t202 - $t0")" job_s="$(calc "$tdone - $t202")" \
     cpu_s="$(calc "($c1 - $c202) / $TICK")" upload_cpu_s="$(calc "($c202 - $c0) / $TICK")" \
     first_segment_s="${tfirst:+$(calc "$tfirst - $t202")}" peak_rss_kb="$peak_kb" idle_rss_kb="$idle_kb" \
-    segments="$segs" loudness="$loud" metrics="$metrics"
+    segments="$segs" loudness="$loud" metrics="$metrics" \
+    others_cpu_s="$(calc "($bdone - $b202 - ($c1 - $c202)) / $TICK")"
   log "lectern $label round $round: $(tail -1 "$RESULTS")"
   rm -rf "$SRV_DATA"
 }
@@ -195,20 +213,25 @@ ladder() { # ladder OUTDIR CHAIN: sets LADDER, the output arguments
     -hls_fmp4_init_filename init.mp4 -master_pl_name master.m3u8 -var_stream_map 'a:0,name:a64 a:1,name:a128'
     -hls_segment_filename "$1/%v/seg%05d.m4s" "$1/%v/index.m3u8")
 }
-timed() { # timed TIMEFILE LOGFILE ffmpeg-args...: /usr/bin/time -> "wall user sys maxrss_kb"
+timed() { # timed TIMEFILE LOGFILE ffmpeg-args...: /usr/bin/time -> "wall user sys maxrss_kb others_cpu_s"
   local tf=$1 lf=$2; shift 2
+  local b0 b1; b0=$(busyticks)
   /usr/bin/time -f '%e %U %S %M' -o "$tf" ffmpeg -nostdin -hide_banner -nostats -y "${FF_THREADS[@]}" "$@" 2>"$lf" ||
     { tail -20 "$lf" >&2; die "ffmpeg failed"; }
+  b1=$(busyticks)
+  local w u s m; read -r w u s m <"$tf"
+  echo "$w $u $s $m $(calc "($b1 - $b0) / $TICK - $u - $s")" >"$tf"
 }
 last_json() { python3 -c 'import sys,re,json; print(json.dumps(json.loads(re.findall(r"\{[^{}]*\}", open(sys.argv[1]).read())[-1])))' "$1"; }
 
 ffmpeg_a() { # ffmpeg_a ROUND FILE
   local out=$WORK/ff-a; rm -rf "$out"; mkdir -p "$out"
   ladder "$out" ''
+  wait_quiet
   timed "$WORK/a.time" "$WORK/a.log" -i "$2" "${LADDER[@]}"
-  read -r w u s m <"$WORK/a.time"
+  local w u s m o; read -r w u s m o <"$WORK/a.time"
   local bad; bad=$(plays "$out/master.m3u8"); [ -z "$bad" ] || die "ffmpeg (a) output does not play: $bad"
-  record tool=ffmpeg-a label=main round="$1" wall_s="$w" cpu_s="$(calc "$u + $s")" peak_rss_kb="$m" \
+  record tool=ffmpeg-a label=main round="$1" wall_s="$w" cpu_s="$(calc "$u + $s")" peak_rss_kb="$m" others_cpu_s="$o" \
     segments="$(find "$out" -name '*.m4s' | wc -l)"
   log "ffmpeg-a round $1: $(tail -1 "$RESULTS")"
   rm -rf "$out"
@@ -216,6 +239,7 @@ ffmpeg_a() { # ffmpeg_a ROUND FILE
 
 ffmpeg_b() { # ffmpeg_b ROUND FILE
   local out=$WORK/ff-b; rm -rf "$out"; mkdir -p "$out"
+  wait_quiet
   timed "$WORK/b1.time" "$WORK/b1.log" -i "$2" \
     -af "loudnorm=I=$TARGET_I:TP=$TARGET_TP:LRA=$LRA:print_format=json" -f null -
   local m1; m1=$(last_json "$WORK/b1.log")
@@ -225,20 +249,23 @@ ffmpeg_b() { # ffmpeg_b ROUND FILE
   ladder "$out" "$chain"
   timed "$WORK/b2.time" "$WORK/b2.log" -i "$2" "${LADDER[@]}"
   local m2; m2=$(last_json "$WORK/b2.log")
-  read -r w1 u1 s1 r1 <"$WORK/b1.time"; read -r w2 u2 s2 r2 <"$WORK/b2.time"
+  local w1 u1 s1 r1 o1 w2 u2 s2 r2 o2
+  read -r w1 u1 s1 r1 o1 <"$WORK/b1.time"; read -r w2 u2 s2 r2 o2 <"$WORK/b2.time"
   local bad; bad=$(plays "$out/master.m3u8"); [ -z "$bad" ] || die "ffmpeg (b) output does not play: $bad"
   local loud; loud=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("in=%s LUFS, out=%s LUFS / %s dBTP, mode=%s" % (j["input_i"], j["output_i"], j["output_tp"], j["normalization_type"]))' "$m2")
   record tool=ffmpeg-b label=main round="$1" wall_s="$(calc "$w1 + $w2")" cpu_s="$(calc "$u1 + $s1 + $u2 + $s2")" \
     pass1_wall_s="$w1" pass2_wall_s="$w2" peak_rss_kb="$((r1 > r2 ? r1 : r2))" loudness="$loud" \
+    others_cpu_s="$(calc "$o1 + $o2")" \
     segments="$(find "$out" -name '*.m4s' | wc -l)"
   log "ffmpeg-b round $1: $(tail -1 "$RESULTS")"
   rm -rf "$out"
 }
 
 ffmpeg_ref() { # ffmpeg_ref ROUND FILE: decode + resample only, to /dev/null (the floor under both)
+  wait_quiet
   timed "$WORK/ref.time" "$WORK/ref.log" -i "$2" -af aresample=48000,aformat=channel_layouts=stereo -f null -
-  read -r w u s m <"$WORK/ref.time"
-  record tool=ffmpeg-decode label=main round="$1" wall_s="$w" cpu_s="$(calc "$u + $s")" peak_rss_kb="$m"
+  local w u s m o; read -r w u s m o <"$WORK/ref.time"
+  record tool=ffmpeg-decode label=main round="$1" wall_s="$w" cpu_s="$(calc "$u + $s")" peak_rss_kb="$m" others_cpu_s="$o"
 }
 
 # --- the runs --------------------------------------------------------------------------------------
@@ -286,6 +313,11 @@ s, l = [r for r in rows if r["label"] == "short"][0], [r for r in rows if r["lab
 print(f"\nLectern peak RSS (VmHWM): {short_m}-min {f(s, 'peak_rss_kb') / 1024:.1f} MiB, {long_m}-min {f(l, 'peak_rss_kb') / 1024:.1f} MiB "
       f"(idle server {f(s, 'idle_rss_kb') / 1024:.1f} MiB)")
 print(f"Lectern {long_m}-min: 202 -> first playable segment {f(l, 'first_segment_s'):.1f} s; transcode step {f(l, 'transcode_s'):.1f} s; CPU {f(l, 'cpu_s'):.1f} s")
+print("\nevery run (others' CPU = what the rest of the machine used meanwhile, in CPU-seconds):")
+for r in rows:
+    wall = r.get("transcode_s") or r.get("wall_s")
+    print(f"  {r['tool']:13} {r['label']:5} round {r['round']}: wall {float(wall):7.1f} s, CPU {f(r, 'cpu_s'):7.1f} s, "
+          f"others' CPU {f(r, 'others_cpu_s'):6.1f} s")
 print("\nloudness reported by each tool (pre-AAC):")
 for r in rows:
     if r.get("loudness") and r["label"] == "main" and r["round"] == "1":

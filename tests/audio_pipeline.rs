@@ -128,6 +128,14 @@ fn uploads_become_hls_that_ffmpeg_plays_at_the_right_loudness() {
         let media = up["media_id"].as_str().unwrap();
         let job = wait_job(&addr, up["job_id"].as_str().unwrap(), 180);
         assert_eq!(job["state"], "succeeded", "{name}: {job}");
+        // media.ready is recorded when the stream first becomes playable, before the transcode ends.
+        let events = job["events"].as_array().unwrap();
+        let at = |kind: &str, step: &str| {
+            events.iter().find(|e| e["kind"] == kind && e["step"] == step).and_then(|e| e["at"].as_i64())
+        };
+        let ready = at("media.ready", "transcode").unwrap_or_else(|| panic!("{name}: no media.ready event: {job}"));
+        let done = at("succeeded", "transcode").unwrap();
+        assert!(ready < done, "{name}: media.ready at {ready} is not before the transcode ended at {done}");
         check_apple_rules(&env, &addr, media);
 
         let master = format!("http://{addr}/hls/{media}/master.m3u8");

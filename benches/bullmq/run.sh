@@ -31,7 +31,6 @@ command -v redis-cli >/dev/null || apt_install redis-tools
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 command -v cargo >/dev/null || { echo "cargo is needed for the Lectern side" >&2; exit 1; }
-(cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 # ---- scratch space and our own redis-server --------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/lectern-vs-bullmq.XXXXXX")
@@ -53,6 +52,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The BullMQ side runs from a scratch copy with its own `npm ci`: the pinned lockfile, and nothing
+# left in (or changed under) the work tree during the run.
+bench_js=$work/bullmq
+mkdir -p "$bench_js"
+cp "$here/package.json" "$here/package-lock.json" "$here/bench.mjs" "$bench_js/"
+(cd "$bench_js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
@@ -159,7 +165,7 @@ run_bullmq() {
   { echo "host.loadavg_1m=$load"
     echo "host.busy_pct_before=$busy_before"
     bullmq_once() {
-      (cd "$here" && REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port BULLMQ_LAYOUT=$layout node bench.mjs)
+      (cd "$bench_js" && REDIS_HOST=127.0.0.1 REDIS_PORT=$redis_port BULLMQ_LAYOUT=$layout node bench.mjs)
     }
     measured bullmq_once
   } | record "$label" "$r"
@@ -178,7 +184,10 @@ lectern_bench=$(node -e '
     if (m.reason === "compiler-artifact" && m.target.kind.includes("bench") && m.target.name === "pipeline" && m.executable) console.log(m.executable);
   }' "$work/build.json" | tail -n1)
 [ -x "$lectern_bench" ] || { echo "could not find the pipeline bench executable" >&2; exit 1; }
-echo "lectern.bench_executable=$lectern_bench"
+# A private copy: every round runs this very build, whatever happens to target/ meanwhile.
+cp "$lectern_bench" "$work/pipeline-bench"
+echo "lectern.bench_built_from=$lectern_bench"
+lectern_bench=$work/pipeline-bench
 
 labels=(lectern bullmq)
 [ "$extras" = 1 ] && labels+=(bullmq-shared bullmq-everysec)

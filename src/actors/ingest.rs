@@ -200,6 +200,7 @@ fn run_transcode(ctx: &StepContext) -> Result<StepOutput, StepError> {
                 .collect();
             ctx.blobs.put(&master_key, master_playlist(&variants).as_bytes()).map_err(pack_err)?;
             master_written = true;
+            ctx.emit("media.ready", json!({"media_id": media, "hls": format!("/hls/{media}/master.m3u8")}));
         }
         Ok(())
     };

@@ -85,6 +85,9 @@ pub struct Scheduler {
     draining: bool,
     /// Attempts stopped by the shutdown, to hand back without charging their budget.
     released: Vec<AttemptRef>,
+    /// Events reported by running steps, recorded on the next tick.
+    notes_tx: std::sync::mpsc::Sender<crate::engine::executor::StepNote>,
+    notes_rx: std::sync::mpsc::Receiver<crate::engine::executor::StepNote>,
 }
 
 /// Look at the journal for work now (sent after an in-process enqueue or operator action).
@@ -134,6 +137,7 @@ pub struct RunningSnapshot {
 
 impl Scheduler {
     pub fn new(d: SchedulerDeps) -> Self {
+        let (notes_tx, notes_rx) = std::sync::mpsc::channel();
         let stages = d
             .stages
             .iter()
@@ -154,6 +158,17 @@ impl Scheduler {
             rng: StdRng::from_os_rng(),
             draining: false,
             released: Vec::new(),
+            notes_tx,
+            notes_rx,
+        }
+    }
+
+    /// Records the events running steps reported since the last tick.
+    fn record_notes(&mut self) {
+        while let Ok(n) = self.notes_rx.try_recv() {
+            if let Err(e) = self.d.journal.record_event(&n.attempt, &n.kind, n.detail, n.at) {
+                self.journal_error("record_event", &e);
+            }
         }
     }
 
@@ -189,6 +204,7 @@ impl Scheduler {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.record_notes();
         let now = self.now();
         let sc = self.d.config.scheduler.clone();
         if now - self.last_heartbeat >= sc.heartbeat_interval.as_millis() as Millis {
@@ -383,6 +399,7 @@ impl Scheduler {
         let mut step_ctx = StepContext::new(c, self.d.blobs.clone(), self.d.clock.clone());
         step_ctx.cancel = run.cancel.clone();
         step_ctx.progress = run.progress.clone();
+        step_ctx.notes = Some(self.notes_tx.clone());
         tracing::info!(job.id = %key.job_id, step = %key.step, attempt = key.attempt, "dispatched");
         self.running.insert(key.clone(), run);
         addr.send(RunStep(step_ctx)).into_actor(self).map(move |res, act, ctx| act.attempted(key, res, ctx)).spawn(ctx);
@@ -446,6 +463,7 @@ impl Scheduler {
     /// Commits every outcome gathered since the last flush in one transaction, then dispatches.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        self.record_notes(); // a step's own events come before its outcome in the timeline
         if self.done.is_empty() {
             return self.dispatch(ctx);
         }
@@ -480,6 +498,7 @@ impl Scheduler {
 
     /// Commits pending outcomes and hands back released and still-running attempts.
     fn end_shutdown(&mut self) {
+        self.record_notes();
         let now = self.now();
         if !self.done.is_empty() {
             let batch = std::mem::take(&mut self.done);

@@ -94,6 +94,15 @@ impl ProgressCell {
     }
 }
 
+/// An event a running step reports, recorded in its job's timeline by the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepNote {
+    pub attempt: AttemptRef,
+    pub kind: String,
+    pub detail: Option<serde_json::Value>,
+    pub at: Millis,
+}
+
 /// Everything a running step can see and use.
 #[derive(Clone)]
 pub struct StepContext {
@@ -102,12 +111,27 @@ pub struct StepContext {
     pub cancel: CancelToken,
     pub(crate) progress: ProgressCell,
     pub(crate) clock: SharedClock,
+    pub(crate) notes: Option<std::sync::mpsc::Sender<StepNote>>,
 }
 
 impl StepContext {
     pub fn new(step: ClaimedStep, blobs: Arc<dyn BlobStore>, clock: SharedClock) -> Self {
         let progress = ProgressCell::new(clock.now_ms());
-        Self { step, blobs, cancel: CancelToken::default(), progress, clock }
+        Self { step, blobs, cancel: CancelToken::default(), progress, clock, notes: None }
+    }
+
+    /// Reports an event to the job's timeline (e.g. `media.ready`); recorded within one scheduler
+    /// tick. Best effort: a note is lost only if the process dies before it is recorded.
+    pub fn emit(&self, kind: &str, detail: serde_json::Value) {
+        if let Some(tx) = &self.notes {
+            let note = StepNote {
+                attempt: self.step.attempt.clone(),
+                kind: kind.to_string(),
+                detail: Some(detail),
+                at: self.clock.now_ms(),
+            };
+            let _ = tx.send(note);
+        }
     }
 
     pub fn attempt(&self) -> &AttemptRef {

@@ -294,6 +294,17 @@ pub fn release_requeues_without_charging_the_budget(j: &dyn Journal) {
     assert_eq!(j.job(&id).unwrap().unwrap().step("probe").unwrap().state, StepState::Cancelled);
 }
 
+pub fn steps_can_record_events(j: &dyn Journal) {
+    let id = j.enqueue(new_job(DEFAULT_TENANT), T0).unwrap().job.id;
+    let c = claim_one(j, &id, "probe", T0);
+    j.record_event(&c.attempt, "media.ready", Some(json!({"master": "m.m3u8"})), T0 + 5).unwrap();
+    let e = j.events(&id).unwrap().into_iter().find(|e| e.kind == "media.ready").unwrap();
+    assert_eq!((e.step.as_deref(), e.attempt, e.at), (Some("probe"), Some(1), T0 + 5));
+    assert_eq!(e.detail, Some(json!({"master": "m.m3u8"})));
+    let missing = AttemptRef { job_id: "job_nope".into(), step: "probe".into(), attempt: 1 };
+    assert!(matches!(j.record_event(&missing, "x", None, T0), Err(Error::NotFound { .. })));
+}
+
 pub fn queue_stats_count_depth_and_age(j: &dyn Journal) {
     let a = j.enqueue(new_job(DEFAULT_TENANT), T0).unwrap().job.id;
     j.enqueue(new_job(DEFAULT_TENANT), T0 + 100).unwrap();
@@ -371,7 +382,7 @@ macro_rules! journal_conformance_tests {
             cancel_stops_dispatch_and_running_steps_end_cancelled,
             transient_failure_of_a_cancelled_job_is_not_retried, queues_are_fifo_and_separate,
             pause_hides_stage_and_tenant_without_losing_work, reclaim_takes_back_dead_owners_work,
-            release_requeues_without_charging_the_budget,
+            release_requeues_without_charging_the_budget, steps_can_record_events,
             queue_stats_count_depth_and_age, listing_filters_and_pages, media_records_and_meta,
             a_media_record_commits_with_its_job);
 

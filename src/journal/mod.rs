@@ -400,6 +400,14 @@ pub trait Journal: Send + Sync + 'static {
     /// Newest first.
     fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>>;
     fn events(&self, job_id: &str) -> Result<Vec<Event>>;
+    /// Appends an event a running step reported (e.g. `media.ready` at the first playable segment).
+    fn record_event(
+        &self,
+        attempt: &AttemptRef,
+        kind: &str,
+        detail: Option<serde_json::Value>,
+        now: Millis,
+    ) -> Result<()>;
 
     // ---- scheduling ----
     /// Queues (FIFO lanes) that hold ready steps in unpaused stages and tenants, sorted.

@@ -258,6 +258,15 @@ impl super::Journal for SqliteJournal {
     fn events(&self, job_id: &str) -> Result<Vec<super::Event>> {
         self.read(|tx| read::events(tx, job_id))
     }
+    fn record_event(
+        &self,
+        attempt: &super::AttemptRef,
+        kind: &str,
+        detail: Option<serde_json::Value>,
+        now: Millis,
+    ) -> Result<()> {
+        self.write(|tx| write::record_event(tx, attempt, kind, detail, now))
+    }
     fn active_queues(&self, now: Millis) -> Result<Vec<String>> {
         self.read(|tx| read::active_queues(tx, now))
     }

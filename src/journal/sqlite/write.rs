@@ -242,6 +242,17 @@ pub(super) fn claim(
     Ok(out)
 }
 
+pub(super) fn record_event(
+    tx: &Transaction<'_>,
+    a: &AttemptRef,
+    kind: &str,
+    detail: Option<serde_json::Value>,
+    now: Millis,
+) -> Result<()> {
+    let (seq, _) = job_head(tx, &a.job_id)?;
+    event(tx, seq, now, EventRow { step: Some(&a.step), attempt: Some(a.attempt), kind, error: None, detail })
+}
+
 pub(super) fn heartbeat(tx: &Transaction<'_>, attempts: &[AttemptRef], owner: &str, now: Millis) -> Result<()> {
     let mut st = tx.prepare_cached(
         "UPDATE steps SET heartbeat_at = ?1 WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?2) \
