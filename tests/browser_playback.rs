@@ -1,5 +1,7 @@
 //! A real web player: hls.js in headless Chromium (Debian's `chromium`, driven by playwright-core
-//! from npm) plays Lectern's HLS output to the end, at a high playback rate, with no error events.
+//! from npm) plays Lectern's HLS output to the end, at 4x, with no error events. (Above 4x Chromium
+//! renders audio differently and hls.js's stall watchdog fires at the start even with the whole
+//! stream buffered — a player quirk, seen with a full buffer at t = 0.15 s, not a stream fault.)
 //! `bash .ci/test` installs chromium and runs `npm ci` in tests/browser.
 
 mod common;
@@ -30,7 +32,7 @@ fn hls_js_in_chromium_plays_an_upload_to_the_end() {
     let master = format!("http://{}/hls/{}/master.m3u8", server.addr, up["media_id"].as_str().unwrap());
     let out = Command::new("node")
         .current_dir(&browser_dir)
-        .args(["play.mjs", &master, "16", "60000"])
+        .args(["play.mjs", &master, "4", "60000"])
         .output()
         .expect("node is required");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,5 +1,9 @@
 // Plays an HLS stream to the end with hls.js in headless Chromium and prints one JSON line:
 // {"ended", "errors", "currentTime", "duration", "mseAac", "levels"}.
+// hls.js is given a buffer longer than the stream and playback starts once every segment has been
+// loaded and appended (BUFFER_EOS): a fast playback rate then checks decoding to the very end
+// without racing the loader (which, on a loaded machine, shows up as non-fatal buffer stalls).
+// Every hls.js error event is reported (with the playhead and buffered ranges), fatal or not.
 // Usage: node play.mjs MASTER_URL [PLAYBACK_RATE] [TIMEOUT_MS]
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
@@ -38,9 +42,16 @@ try {
       levels: hls.levels.map((l) => ({ bitrate: l.bitrate, codecs: l.audioCodec || l.codecSet })),
     });
     // eslint-disable-next-line no-undef
-    const hls = new Hls({ enableWorker: false });
-    hls.on(Hls.Events.ERROR, (_, d) => errors.push({ type: d.type, details: d.details, fatal: d.fatal }));
-    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    // hls.js keeps its default stall watchdog: every error event, fatal or not, fails the test.
+    const hls = new Hls({ enableWorker: false, maxBufferLength: 3600, maxMaxBufferLength: 3600, maxBufferSize: 1 << 30 });
+    const ranges = () => Array.from({ length: audio.buffered.length }, (_, i) => [audio.buffered.start(i), audio.buffered.end(i)]);
+    hls.on(Hls.Events.ERROR, (_, d) => errors.push({
+      type: d.type, details: d.details, fatal: d.fatal, at: audio.currentTime, buffered: ranges(),
+    }));
+    let started = false;
+    hls.on(Hls.Events.BUFFER_EOS, () => {
+      if (started) return;
+      started = true;
       audio.playbackRate = rate;
       audio.play().catch((e) => errors.push({ type: 'play', details: String(e), fatal: true }));
     });
