@@ -8,7 +8,9 @@
 # shared queue, and appendfsync everysec; 0: only the main pair), QUIET_WAIT (300: before each run,
 # wait up to this many seconds for the machine's CPUs to be at most QUIET_MAX_BUSY (15) percent
 # busy; 0: don't wait), plus the bench knobs shared by both sides: LECTERN_BENCH_JOBS,
-# LECTERN_BENCH_RATE, LECTERN_BENCH_LAT_JOBS, LECTERN_BENCH_WORKERS.
+# LECTERN_BENCH_RATE, LECTERN_BENCH_LAT_JOBS, LECTERN_BENCH_WORKERS. The summary's medians use only
+# the runs during which other processes took at most CLEAN_MAX_OTHERS (15) percent of the CPUs
+# (all runs if none was that clean); every run is listed.
 #
 # Every Redis it starts is its own: loopback only, a free port, a fresh temp dir, AOF on. It stops
 # only the redis-server processes it started, by PID.
@@ -202,12 +204,13 @@ done
 
 # ---- summary ---------------------------------------------------------------------------------
 echo
-echo "== summary (median of $rounds rounds) =="
+echo "== summary (medians; ratios are Lectern / BullMQ) =="
 node - "$work/runs" "$(nproc)" "${labels[@]}" <<'EOF'
 const fs = require('fs');
 const path = require('path');
 const [dir, ncpuArg, ...labels] = process.argv.slice(2);
 const ncpu = Number(ncpuArg);
+const cleanMax = Number(process.env.CLEAN_MAX_OTHERS ?? 15);
 const keys = [
   'throughput.enqueue_per_s',
   'throughput.jobs_per_s',
@@ -252,14 +255,23 @@ for (const label of labels) {
       `${f('latency.enqueue_to_start_ms.p50', 2)} ${f('latency.enqueue_to_start_ms.p99', 2)} | ${f('cpu.total_s')} | ${f('host.others_cpu_pct', 0)}`);
   });
 }
+// Medians over the runs during which other processes took at most CLEAN_MAX_OTHERS percent of the
+// CPUs; over all runs if none was that clean.
 const med = {};
+const fellBack = new Set();
 for (const label of labels) {
   med[label] = {};
+  const every = runs[label] ?? [];
+  const clean = every.filter((kv) => Number(kv['host.others_cpu_pct']) <= cleanMax);
+  const used = clean.length ? clean : every;
+  if (!clean.length) fellBack.add(label);
+  console.log(`${label}.runs_used=${used.length} of ${every.length}` +
+    (clean.length ? ` (others CPU <= ${cleanMax}%)` : ` (none had others CPU <= ${cleanMax}%: all runs)`));
   for (const k of keys) {
-    const xs = (runs[label] ?? []).map((kv) => Number(kv[k])).filter(Number.isFinite);
+    const xs = used.map((kv) => Number(kv[k])).filter(Number.isFinite);
     if (xs.length) med[label][k] = median(xs);
   }
-  const all = (k) => (runs[label] ?? []).map((kv) => +Number(kv[k]).toFixed(2)).join(', ');
+  const all = (k) => used.map((kv) => +Number(kv[k]).toFixed(2)).join(', ');
   for (const k of keys) {
     if (k in med[label]) console.log(`${label}.${k}=${+med[label][k].toFixed(2)}  (runs: ${all(k)})`);
   }
@@ -268,6 +280,8 @@ for (const label of labels) {
 }
 const ratio = (a, b, k) => (med[a]?.[k] && med[b]?.[k] ? (med[a][k] / med[b][k]).toFixed(2) : 'n/a');
 for (const b of labels.filter((l) => l !== 'lectern')) {
+  const dirty = ['lectern', b].filter((l) => fellBack.has(l));
+  if (dirty.length) console.log(`# lectern vs ${b}: unreliable, no clean run of ${dirty.join(' and ')}`);
   console.log(`ratio.lectern_over_${b}.jobs_per_s=${ratio('lectern', b, 'throughput.jobs_per_s')}`);
   console.log(`ratio.lectern_over_${b}.enqueue_per_s=${ratio('lectern', b, 'throughput.enqueue_per_s')}`);
   console.log(`ratio.lectern_over_${b}.latency_p50=${ratio('lectern', b, 'latency.enqueue_to_start_ms.p50')}`);
