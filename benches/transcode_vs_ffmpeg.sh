@@ -2,7 +2,7 @@
 # Lectern's transcode vs ffmpeg making the same 2-rung AAC-LC fMP4 HLS ladder (48 kHz, 64k + 128k
 # stereo, 6 s CMAF segments), on the same machine in the same run, alternating the contenders.
 #
-#   bash benches/transcode_vs_ffmpeg.sh            # full run (~45 min on 2 vCPU)
+#   bash benches/transcode_vs_ffmpeg.sh            # full run (~40 min on an idle 2-vCPU machine)
 #   BENCH_ROUNDS=1 BENCH_MINUTES=5 BENCH_LONG_MINUTES=20 bash benches/transcode_vs_ffmpeg.sh   # quick
 #
 # Measured:
@@ -19,10 +19,12 @@
 #
 # Knobs (environment): BENCH_ROUNDS (2), BENCH_MINUTES (60), BENCH_SHORT_MINUTES (3),
 # BENCH_LONG_MINUTES (180), BENCH_FF_THREADS (unset: ffmpeg's default), BENCH_SKIP_BUILD=1,
+# BENCH_QUIET_WAIT (900: most seconds to wait for an idle machine before each measurement),
 # BENCH_MEDIA_DIR (target/bench-media: generated inputs and the last results, kept between runs;
 # never committed), BENCH_WORK_DIR (target: where Lectern's data dirs and ffmpeg's outputs go; both
 # on the same disk, e.g. /dev/shm to take fsync out of the picture), BENCH_KEEP_WORK=1.
-# Nothing outside target/ is written; every process started here is stopped by its PID.
+# Apart from fixtures/generated (fixtures/generate.sh) nothing outside target/ (or BENCH_WORK_DIR) is
+# written; every process started here is stopped by its PID, servers listen on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -80,6 +82,7 @@ RESULTS=$WORK/results.jsonl
 # Run a private copy: the target dir is shared, and a rebuild during the run must not swap binaries.
 cp "$BIN" "$WORK/lectern"; BIN=$WORK/lectern
 REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo +dirty)"
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] && REV="prebuilt binary of $(date -r "$ROOT/target/release/lectern" '+%F %T'), tree now $REV"
 SRV_PID=
 cleanup() {
   if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
