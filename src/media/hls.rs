@@ -25,14 +25,23 @@ pub struct MediaPlaylist {
     map_uri: String,
     /// Exact running total of pushed durations, in seconds.
     total_s: f64,
-    /// `(uri, displayed duration in milliseconds)`.
-    segments: Vec<(String, u64)>,
+    /// The `EXTINF` + URI lines of every segment, already rendered (about 30 bytes each).
+    body: String,
+    segments: usize,
+    longest_ms: u64,
 }
 
 impl MediaPlaylist {
     /// Creates an empty playlist whose init segment is `init.mp4`.
     pub fn new(target_duration_s: u32) -> Self {
-        Self { target_duration_s, map_uri: "init.mp4".into(), total_s: 0.0, segments: Vec::new() }
+        Self {
+            target_duration_s,
+            map_uri: "init.mp4".into(),
+            total_s: 0.0,
+            body: String::new(),
+            segments: 0,
+            longest_ms: 0,
+        }
     }
 
     /// Appends a segment. `EXTINF` values are printed with 3 decimals and rounded so
@@ -42,17 +51,20 @@ impl MediaPlaylist {
         let start_ms = (self.total_s * 1000.0).round() as u64;
         self.total_s += duration_s.max(0.0);
         let end_ms = (self.total_s * 1000.0).round() as u64;
-        self.segments.push((uri.into(), end_ms - start_ms));
+        let ms = end_ms - start_ms;
+        self.body.push_str(&format!("#EXTINF:{}.{:03},\n{}\n", ms / 1000, ms % 1000, uri.into()));
+        self.segments += 1;
+        self.longest_ms = self.longest_ms.max(ms);
     }
 
     /// Number of segments pushed.
     pub fn len(&self) -> usize {
-        self.segments.len()
+        self.segments
     }
 
     /// True before the first segment.
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.segments == 0
     }
 
     /// Exact total duration of the pushed segments, in seconds.
@@ -63,23 +75,20 @@ impl MediaPlaylist {
     /// The target duration actually declared: the configured one, raised if a segment
     /// rounds to more (RFC 8216 §4.3.3.1).
     pub fn declared_target_duration(&self) -> u32 {
-        let longest_ms = self.segments.iter().map(|(_, ms)| *ms).max().unwrap_or(0);
-        self.target_duration_s.max(((longest_ms + 500) / 1000) as u32)
+        self.target_duration_s.max(((self.longest_ms + 500) / 1000) as u32)
     }
 
     /// Renders the playlist; `ended = false` gives an `EVENT` playlist, `true` a `VOD`
     /// playlist terminated by `#EXT-X-ENDLIST`.
     pub fn render(&self, ended: bool) -> String {
-        let mut s = String::with_capacity(200 + self.segments.len() * 40);
+        let mut s = String::with_capacity(200 + self.body.len());
         s.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
         s.push_str(&format!("#EXT-X-TARGETDURATION:{}\n", self.declared_target_duration()));
         s.push_str("#EXT-X-MEDIA-SEQUENCE:0\n");
         s.push_str(if ended { "#EXT-X-PLAYLIST-TYPE:VOD\n" } else { "#EXT-X-PLAYLIST-TYPE:EVENT\n" });
         s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         s.push_str(&format!("#EXT-X-MAP:URI=\"{}\"\n", self.map_uri));
-        for (uri, ms) in &self.segments {
-            s.push_str(&format!("#EXTINF:{}.{:03},\n{uri}\n", ms / 1000, ms % 1000));
-        }
+        s.push_str(&self.body);
         if ended {
             s.push_str("#EXT-X-ENDLIST\n");
         }
@@ -145,6 +154,72 @@ pub fn average_segment_bitrate(segments: &[(u64, f64)]) -> u64 {
     let bytes: u64 = segments.iter().map(|s| s.0).sum();
     let secs: f64 = segments.iter().map(|s| s.1).sum();
     if secs > 0.0 { (bytes as f64 * 8.0 / secs).ceil() as u64 } else { 0 }
+}
+
+/// Streaming [`peak_segment_bitrate`] and [`average_segment_bitrate`]: the same figures,
+/// computed segment by segment from a window of the last 1.5 × target seconds, so memory does
+/// not grow with the number of segments.
+#[derive(Debug, Clone, Default)]
+pub struct BitrateMeter {
+    target_s: f64,
+    recent: std::collections::VecDeque<(u64, f64)>,
+    peak: Option<f64>,
+    bytes: u64,
+    secs: f64,
+    count: u64,
+}
+
+impl BitrateMeter {
+    /// A meter for segments of `target_s` seconds.
+    pub fn new(target_s: f64) -> Self {
+        Self { target_s, ..Default::default() }
+    }
+
+    /// Adds the next segment: `bytes` long, lasting `secs`.
+    pub fn push(&mut self, bytes: u64, secs: f64) {
+        let (lo, hi) = (0.5 * self.target_s - 1e-9, 1.5 * self.target_s + 1e-9);
+        self.bytes += bytes;
+        self.secs += secs;
+        self.count += 1;
+        self.recent.push_back((bytes, secs));
+        // Every run that ends with this segment and lasts at most `hi` (the runs the batch
+        // function visits), newest first.
+        let (mut b, mut d) = (0u64, 0.0f64);
+        let mut keep = 0;
+        for &(sb, sd) in self.recent.iter().rev() {
+            b += sb;
+            d += sd;
+            if d > hi {
+                break;
+            }
+            keep += 1;
+            if d >= lo && d > 0.0 {
+                let rate = b as f64 * 8.0 / d;
+                self.peak = Some(self.peak.map_or(rate, |p| p.max(rate)));
+            }
+        }
+        while self.recent.len() > keep.max(1) {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Segments pushed.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Peak bit rate, as [`peak_segment_bitrate`] over every segment pushed.
+    pub fn peak_bps(&self) -> u64 {
+        match self.peak {
+            Some(p) => p.ceil() as u64,
+            None => self.average_bps(),
+        }
+    }
+
+    /// Average bit rate, as [`average_segment_bitrate`] over every segment pushed.
+    pub fn average_bps(&self) -> u64 {
+        if self.secs > 0.0 { (self.bytes as f64 * 8.0 / self.secs).ceil() as u64 } else { 0 }
+    }
 }
 
 /// Cuts a stream of [`AacFrame`]s into segments of at most `max_duration_s`.
@@ -228,9 +303,15 @@ mod tests {
         for i in 0..1000 {
             p.push_segment(format!("s{i}"), d);
         }
-        let sum_ms: u64 = p.segments.iter().map(|s| s.1).sum();
-        assert_eq!(sum_ms, (d * 1000.0 * 1000.0).round() as u64);
-        assert!(p.segments.iter().all(|s| s.1 == 5994 || s.1 == 5995));
+        let extinf_ms: Vec<u64> = p
+            .render(true)
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .map(|v| v.trim_end_matches(',').replace('.', "").parse().unwrap())
+            .collect();
+        assert_eq!(extinf_ms.len(), 1000);
+        assert_eq!(extinf_ms.iter().sum::<u64>(), (d * 1000.0 * 1000.0).round() as u64);
+        assert!(extinf_ms.iter().all(|&ms| ms == 5994 || ms == 5995));
         assert_eq!(p.declared_target_duration(), 6);
     }
 
@@ -290,5 +371,23 @@ mod tests {
         assert!(s.finish().is_none());
         // Exactly representable targets are reached, not undershot.
         assert_eq!(Segmenter::new(48_000, 1024.0 * 3.0 / 48_000.0).frames_per_segment(), 3);
+    }
+
+    #[test]
+    fn bitrate_meter_matches_the_batch_functions() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            let n = rng.random_range(1..40);
+            let segs: Vec<(u64, f64)> =
+                (0..n).map(|_| (rng.random_range(1_000..200_000), rng.random_range(0.2..6.0))).collect();
+            let mut m = BitrateMeter::new(6.0);
+            segs.iter().for_each(|&(b, d)| m.push(b, d));
+            let (peak, avg) = (peak_segment_bitrate(&segs, 6.0), average_segment_bitrate(&segs));
+            assert!(m.peak_bps().abs_diff(peak) <= 1, "{segs:?}: {} vs {peak}", m.peak_bps());
+            assert_eq!(m.average_bps(), avg);
+            assert_eq!(m.count(), n as u64);
+            assert!(m.recent.len() <= 20, "window grew to {}", m.recent.len());
+        }
     }
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aac::{AacEncoder, AacFrame, FRAME_SAMPLES};
 use super::fmp4::{EsdsBitrate, init_segment_with_priming, media_segment};
-use super::hls::{CODECS_AAC_LC, MediaPlaylist, Segmenter, Variant, average_segment_bitrate, peak_segment_bitrate};
+use super::hls::{BitrateMeter, CODECS_AAC_LC, MediaPlaylist, Segmenter, Variant};
 use super::pkg_error::PackError;
 
 /// Name of the init segment inside a rendition.
@@ -79,17 +79,6 @@ pub fn default_ladder(source_channels: u16) -> Vec<Rung> {
     vec![Rung::new("a64", 64_000, ch), Rung::new("a128", top, ch)]
 }
 
-/// Size and duration of one emitted media segment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SegmentStat {
-    /// File name of the segment.
-    pub uri: String,
-    /// Size of the `.m4s` file in bytes.
-    pub bytes: u64,
-    /// Media duration in seconds (the exact value behind `EXTINF`).
-    pub duration_s: f64,
-}
-
 /// Running statistics of a rendition.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RenditionStats {
@@ -103,8 +92,8 @@ pub struct RenditionStats {
     pub sample_rate: u32,
     /// Size of `init.mp4`.
     pub init_bytes: u64,
-    /// Every media segment, in order.
-    pub segments: Vec<SegmentStat>,
+    /// Media segments written so far.
+    pub segments: u64,
     /// Sum of media segment sizes.
     pub media_bytes: u64,
     /// Sum of segment durations in seconds (real audio rounded up to whole AAC frames).
@@ -125,12 +114,6 @@ impl RenditionStats {
             codecs: CODECS_AAC_LC.into(),
         }
     }
-
-    fn refresh_rates(&mut self) {
-        let segs: Vec<(u64, f64)> = self.segments.iter().map(|s| (s.bytes, s.duration_s)).collect();
-        self.peak_bps = peak_segment_bitrate(&segs, f64::from(TARGET_DURATION_S));
-        self.average_bps = average_segment_bitrate(&segs);
-    }
 }
 
 /// Streams planar audio into one HLS rendition (see the module docs for the file flow).
@@ -142,6 +125,7 @@ pub struct RenditionWriter<S: SegmentSink> {
     sink: S,
     next_sequence: u32,
     stats: RenditionStats,
+    rates: BitrateMeter,
     finished: bool,
 }
 
@@ -179,6 +163,7 @@ impl<S: SegmentSink> RenditionWriter<S> {
             sink,
             next_sequence: 0,
             stats,
+            rates: BitrateMeter::new(f64::from(TARGET_DURATION_S)),
             finished: false,
         })
     }
@@ -252,11 +237,13 @@ impl<S: SegmentSink> RenditionWriter<S> {
         let bytes = media_segment(seq + 1, frames[0].pts, frames);
         let uri = format!("seg-{seq:05}.m4s");
         write(&mut self.sink, &uri, &bytes)?;
-        self.playlist.push_segment(uri.clone(), duration_s);
+        self.playlist.push_segment(uri, duration_s);
         self.stats.media_bytes += bytes.len() as u64;
         self.stats.duration_s += duration_s;
-        self.stats.segments.push(SegmentStat { uri, bytes: bytes.len() as u64, duration_s });
-        self.stats.refresh_rates();
+        self.stats.segments += 1;
+        self.rates.push(bytes.len() as u64, duration_s);
+        self.stats.peak_bps = self.rates.peak_bps();
+        self.stats.average_bps = self.rates.average_bps();
         Ok(())
     }
 }
@@ -329,9 +316,10 @@ mod tests {
         let playlist = String::from_utf8(files["index.m3u8"].clone()).unwrap();
         assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.ends_with("#EXT-X-ENDLIST\n"));
         assert!(playlist.contains("#EXTINF:1.024,\nseg-00002.m4s"));
-        assert_eq!(stats.segments.len(), 3);
+        assert_eq!(stats.segments, 3);
         assert!((stats.duration_s - 610.0 * 1024.0 / 48_000.0).abs() < 1e-9);
-        assert_eq!(stats.media_bytes, stats.segments.iter().map(|s| s.bytes).sum::<u64>());
+        let seg_bytes = |i: u32| files[&format!("seg-{i:05}.m4s")].len() as u64;
+        assert_eq!(stats.media_bytes, (0..3).map(seg_bytes).sum::<u64>());
         assert_eq!(stats.init_bytes, files["init.mp4"].len() as u64);
         // CBR 64 kb/s plus a few percent of fMP4 overhead.
         assert!((64_000..72_000).contains(&stats.average_bps), "{}", stats.average_bps);

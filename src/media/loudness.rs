@@ -171,6 +171,60 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
+/// Mean-square energy of a block at the absolute gate (−70 LUFS).
+const ABS_GATE_ENERGY: f64 = 1.172_465_304_582_298e-7; // 10^((−70 + 0.691) / 10)
+/// Histogram resolution: bins per LU.
+const BINS_PER_LU: f64 = 10.0;
+/// Histogram bins: 100 LU above the absolute gate (−70 … +30 LUFS; louder blocks share the top bin).
+const HISTOGRAM_BINS: usize = 1000;
+
+fn block_loudness(energy: f64) -> f64 {
+    -0.691 + 10.0 * energy.log10()
+}
+
+/// Gating blocks binned by loudness (0.1 LU bins), keeping the exact energy sum and count of each
+/// bin. Gating at a threshold is exact for every bin wholly above or below it; the one bin the
+/// threshold falls in is judged by its mean energy, so the result differs from keeping every block
+/// only by blocks within 0.1 LU of the relative gate (they weigh about a tenth of an average block).
+#[derive(Debug, Clone)]
+struct GatingHistogram {
+    sum: Vec<f64>,
+    count: Vec<u64>,
+}
+
+impl GatingHistogram {
+    fn new() -> Self {
+        Self { sum: vec![0.0; HISTOGRAM_BINS], count: vec![0; HISTOGRAM_BINS] }
+    }
+
+    fn bin(energy: f64) -> usize {
+        let pos = (block_loudness(energy) + 70.0) * BINS_PER_LU;
+        (pos.max(0.0) as usize).min(HISTOGRAM_BINS - 1)
+    }
+
+    fn add(&mut self, energy: f64) {
+        if energy > ABS_GATE_ENERGY {
+            let b = Self::bin(energy);
+            self.sum[b] += energy;
+            self.count[b] += 1;
+        }
+    }
+
+    /// Mean energy of the blocks louder than `gate` (energy), or `None` when there are none.
+    fn mean_above(&self, gate: f64) -> Option<f64> {
+        let first = Self::bin(gate.max(ABS_GATE_ENERGY));
+        let (mut s, mut n) = (0.0, 0u64);
+        for (i, (&bs, &bn)) in self.sum.iter().zip(&self.count).enumerate().skip(first) {
+            if bn == 0 || (i == first && bs / bn as f64 <= gate) {
+                continue;
+            }
+            s += bs;
+            n += bn;
+        }
+        (n > 0).then(|| s / n as f64)
+    }
+}
+
 /// Streaming BS.1770-4 integrated loudness, sample peak and true peak meter.
 #[derive(Debug, Clone)]
 pub struct LoudnessMeter {
@@ -184,8 +238,9 @@ pub struct LoudnessMeter {
     hop_sum: f64,
     /// Last four completed 100 ms sub-blocks: (weighted energy sum, frame count).
     recent: VecDeque<(f64, u64)>,
-    /// Mean-square weighted energy of every complete 400 ms block.
-    blocks: Vec<f64>,
+    /// Complete 400 ms blocks above the absolute gate, binned by loudness: memory stays the same
+    /// whatever the duration.
+    gating: GatingHistogram,
     /// Scratch: weighted K-filtered energy per frame of the current push.
     energy: Vec<f64>,
     sample_peak: f32,
@@ -207,7 +262,7 @@ impl LoudnessMeter {
             hop_end: Self::boundary(sample_rate.max(1), 1),
             hop_sum: 0.0,
             recent: VecDeque::with_capacity(4),
-            blocks: Vec::new(),
+            gating: GatingHistogram::new(),
             energy: Vec::new(),
             sample_peak: 0.0,
             true_peak: 0.0,
@@ -260,20 +315,14 @@ impl LoudnessMeter {
         self.hop_end = Self::boundary(self.sample_rate, self.hop_index + 1);
         if self.recent.len() == 4 {
             let (sum, n) = self.recent.iter().fold((0.0, 0), |(s, n), &(hs, hn)| (s + hs, n + hn));
-            self.blocks.push(sum / n as f64);
+            self.gating.add(sum / n as f64);
         }
     }
 
     /// Integrated (gated) loudness in LUFS, or `None` if no block passes the gates.
     pub fn integrated_lufs(&self) -> Option<f64> {
-        let loudness = |e: f64| -0.691 + 10.0 * e.log10();
-        let abs_gate = 10f64.powf((-70.0 + 0.691) / 10.0);
-        let mean_above = |gate: f64| {
-            let (s, n) = self.blocks.iter().filter(|&&e| e > gate).fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
-            (n > 0).then(|| s / n as f64)
-        };
-        let rel_gate = mean_above(abs_gate)? * 10f64.powf(-10.0 / 10.0);
-        mean_above(rel_gate.max(abs_gate)).map(loudness)
+        let rel_gate = self.gating.mean_above(ABS_GATE_ENERGY)? * 10f64.powf(-10.0 / 10.0);
+        self.gating.mean_above(rel_gate.max(ABS_GATE_ENERGY)).map(block_loudness)
     }
 
     /// True peak in dBTP (−∞ for digital silence).
@@ -362,5 +411,39 @@ mod tests {
     fn gain_helper() {
         assert_eq!(gain_to_target(-23.0, -16.0), 7.0);
         assert_eq!(gain_to_target(-10.0, -16.0), -6.0);
+    }
+
+    /// The histogram gives the same integrated loudness as gating every block exactly, on blocks
+    /// spread over 60 LU (a conversation with pauses, music and near-silence).
+    #[test]
+    fn histogram_gating_matches_exact_gating() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let blocks: Vec<f64> = (0..50_000)
+            .map(|i| {
+                let lufs = match i % 5 {
+                    0 => rng.random_range(-80.0..-40.0),
+                    1 => rng.random_range(-40.0..-25.0),
+                    _ => rng.random_range(-25.0..-15.0),
+                };
+                10f64.powf((lufs + 0.691) / 10.0)
+            })
+            .collect();
+        let exact = {
+            let mean_above = |g: f64| {
+                let v: Vec<f64> = blocks.iter().copied().filter(|&e| e > g).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            let rel = mean_above(ABS_GATE_ENERGY).unwrap() * 0.1;
+            block_loudness(mean_above(rel.max(ABS_GATE_ENERGY)).unwrap())
+        };
+        let mut h = GatingHistogram::new();
+        blocks.iter().for_each(|&e| h.add(e));
+        let rel = h.mean_above(ABS_GATE_ENERGY).unwrap() * 0.1;
+        let binned = block_loudness(h.mean_above(rel.max(ABS_GATE_ENERGY)).unwrap());
+        assert!((exact - binned).abs() < 0.005, "exact {exact:.4} binned {binned:.4}");
+        // Breaking the gate (counting everything above the absolute gate) is visibly different.
+        let ungated = block_loudness(h.mean_above(ABS_GATE_ENERGY).unwrap());
+        assert!((exact - ungated).abs() > 0.1, "test cannot tell gating apart: {ungated:.4}");
     }
 }
