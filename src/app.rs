@@ -114,7 +114,8 @@ impl App {
     /// Opens the embedded journal under the configured data dir.
     pub fn open(config: Config) -> Result<Self> {
         let journal = SqliteJournal::open(&config.journal_path())?;
-        Ok(Self::with(Arc::new(journal), Arc::new(SystemClock), config, Registry::builtin()))
+        let registry = Registry::builtin(&config);
+        Ok(Self::with(Arc::new(journal), Arc::new(SystemClock), config, registry))
     }
 
     pub fn with(journal: Arc<dyn Journal>, clock: SharedClock, config: Config, registry: Registry) -> Self {

@@ -35,6 +35,7 @@ pub struct Config {
     pub log: LogOptions,
     pub upload: UploadOptions,
     pub scheduler: SchedulerOptions,
+    pub transcode: TranscodeOptions,
     /// The default retry policy of every step.
     pub retry: RetryPolicy,
     /// Per-step overrides of the retry policy: `[step-retry.transcode]`.
@@ -136,6 +137,31 @@ impl Default for UploadOptions {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TranscodeOptions {
+    /// Sources longer than this measure their loudness on evenly spaced excerpts instead of the
+    /// whole file, so the first segment of a 3-hour upload is playable in seconds, not after a
+    /// full decode. The output's loudness is still measured over every sample and recorded.
+    #[serde(with = "humantime_serde")]
+    pub excerpt_loudness_above: Duration,
+    /// How many excerpts.
+    pub loudness_excerpts: u32,
+    /// How long each excerpt is.
+    #[serde(with = "humantime_serde")]
+    pub loudness_excerpt: Duration,
+}
+
+impl Default for TranscodeOptions {
+    fn default() -> Self {
+        Self {
+            excerpt_loudness_above: Duration::from_secs(20 * 60),
+            loudness_excerpts: 48,
+            loudness_excerpt: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct SchedulerOptions {
     /// How often the scheduler looks at the journal for work it was not told about (CLI changes,
     /// elapsed backoffs, other nodes).
@@ -201,7 +227,8 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 const STRING_KEYS: &[&str] =
     &["data.dir", "http.addr", "models.dir", "admin.key", "webhook.allow", "log.format", "log.level"];
 /// Sections that `LECTERN_<SECTION>_<KEY>` can address.
-const SECTIONS: &[&str] = &["data", "http", "models", "admin", "webhook", "log", "upload", "scheduler", "retry"];
+const SECTIONS: &[&str] =
+    &["data", "http", "models", "admin", "webhook", "log", "upload", "scheduler", "transcode", "retry"];
 /// Environment variables with the prefix that are not config keys.
 const NOT_KEYS: &[&str] = &["LECTERN_CONFIG"];
 
@@ -285,6 +312,13 @@ impl Config {
         }
         if s.tenant_max_in_flight == 0 {
             return Err(key_err("scheduler.tenant-max-in-flight", "must be at least 1"));
+        }
+        let t = &self.transcode;
+        if t.loudness_excerpts == 0 {
+            return Err(key_err("transcode.loudness-excerpts", "must be at least 1"));
+        }
+        if t.loudness_excerpt < Duration::from_secs(1) {
+            return Err(key_err("transcode.loudness-excerpt", "must be at least 1s"));
         }
         self.retry.validate().map_err(|m| key_err("retry", m))?;
         for (step, p) in &self.step_retry {

@@ -262,3 +262,29 @@ fn an_accepted_upload_survives_kill_9_right_after_the_answer() {
         http(&server.addr, "GET", &format!("/hls/{}/master.m3u8", v["media_id"].as_str().unwrap()), &[], b"");
     assert_eq!(status, 200);
 }
+
+/// A long source measures its loudness on excerpts (seeking through an MP3 here), which makes the
+/// first segment playable sooner; the output must still land on −16 LUFS by ffmpeg's meter.
+#[test]
+fn long_sources_are_measured_on_excerpts_and_still_hit_the_target() {
+    let fx = fixtures();
+    let env =
+        Env::new("[transcode]\nexcerpt-loudness-above = \"2m\"\nloudness-excerpts = 12\nloudness-excerpt = \"5s\"\n");
+    let server = env.serve("serve.log");
+    let addr = server.addr.clone();
+    let name = "speech-10min-mono.mp3";
+    let (status, up) = upload_raw(&addr, &fx.join(name), "audio/mpeg", &[]);
+    assert_eq!(status, 202, "{up}");
+    let job = wait_job(&addr, up["job_id"].as_str().unwrap(), 300);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let media = up["media_id"].as_str().unwrap();
+    let (_, m) = http_json(&addr, "GET", &format!("/v1/media/{media}"), &[], b"");
+    let l = &m["loudness"];
+    assert_eq!(l["measured_on"]["excerpts"], 12, "{m}");
+    assert!(l["gain_db"].as_f64().unwrap() > 3.0, "the source is quiet, so the gain must be large: {l}");
+    let (i, tp) = loudness(&format!("http://{addr}/hls/{media}/a128/index.m3u8"));
+    assert!((i + 16.0).abs() <= 1.0, "integrated {i} LUFS, want -16 ± 1 ({l})");
+    assert!(tp <= -1.0, "true peak {tp} dBTP above -1");
+    let recorded = l["output_lufs"].as_f64().unwrap();
+    assert!((recorded - i).abs() <= 0.5, "recorded output {recorded} LUFS vs ffmpeg {i}");
+}

@@ -63,9 +63,9 @@ impl Registry {
     }
 
     /// The kinds and stages this build ships.
-    pub fn builtin() -> Self {
+    pub fn builtin(config: &crate::config::Config) -> Self {
         let mut r = Self::new();
-        crate::actors::ingest::register(&mut r);
+        crate::actors::ingest::register(&mut r, &config.transcode);
         #[cfg(feature = "testsuite")]
         testkind::register(&mut r);
         r

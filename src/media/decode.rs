@@ -16,7 +16,7 @@ use std::path::Path;
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
@@ -210,6 +210,25 @@ impl Decoder {
             return Err(Error::Unsupported("stream changed between passes".into()));
         }
         *self = fresh;
+        Ok(())
+    }
+
+    /// Jumps to about `secs` seconds into the stream (a coarse seek: the container's index or a
+    /// byte estimate; the position may land somewhat before or after). Decoding continues from
+    /// there; `frames_decoded` keeps counting emitted frames. An error leaves the decoder usable
+    /// only through [`Decoder::rewind`].
+    pub fn seek_coarse(&mut self, secs: f64) -> Result<(), Error> {
+        let format = self.format.as_mut().ok_or_else(|| Error::Unsupported("decoder is in a failed state".into()))?;
+        let whole = secs.max(0.0).floor();
+        let time = symphonia::core::units::Time::try_new(whole as i64, ((secs.max(0.0) - whole) * 1e9) as u32)
+            .ok_or_else(|| Error::Unsupported(format!("cannot seek to {secs} s")))?;
+        let to = SeekTo::Time { time, track_id: Some(self.track_id) };
+        guard(|| format.seek(SeekMode::Coarse, to))?
+            .map_err(|e| Error::Unsupported(format!("seek to {secs:.1} s failed: {e}")))?;
+        let decoder = &mut self.decoder;
+        guard(|| decoder.reset())?;
+        self.finished = false;
+        self.consecutive_errors = 0;
         Ok(())
     }
 
