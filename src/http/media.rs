@@ -16,9 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, State, blocking};
-use crate::app::EnqueueRequest;
-use crate::journal::{JobRecord, NewMedia, new_id};
+use super::{ApiError, State, Upload, accept_upload, blocking};
+use crate::journal::{JobRecord, new_id};
 use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
 
 /// Buffered bytes written to the staging file at a time.
@@ -256,33 +255,12 @@ async fn upload(
     }
     let (bytes, sha256) = staged.finish().await?;
 
-    let media_id = new_id("med");
-    let (blobs, src, source_key) = (state.blobs.clone(), staged.path.clone(), format!("media/{media_id}/source"));
-    web::block(move || blobs.adopt_file(&source_key, &src)).await?.map_err(|e| {
-        tracing::error!(error = %e, "could not store upload");
-        err(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload could not be stored; try again later")
-    })?;
     let meta = json!({
         "upload": {"bytes": bytes, "sha256": sha256, "content_type": mime, "filename": filename},
         "callback_url": callback_url,
     });
-    let req = EnqueueRequest {
-        kind: "ingest".into(),
-        tenant: Some(tenant),
-        idempotency_key: key,
-        new_media: Some(NewMedia { id: media_id.clone(), title: title.filter(|t| !t.trim().is_empty()), meta }),
-        ..Default::default()
-    };
-    let blobs = state.blobs.clone();
-    let enqueued = blocking(&state, move |app| {
-        let e = app.enqueue(req)?;
-        if e.existing {
-            // Lost a race with the same idempotency key: keep the first upload only.
-            let _ = blobs.delete(&format!("media/{media_id}/source"));
-        }
-        Ok(e)
-    })
-    .await?;
+    let up = Upload { tenant, idempotency_key: key, staged: staged.path.clone(), keep_staged: false, title, meta };
+    let enqueued = accept_upload(&state, up).await?;
     tracing::info!(media.id = ?enqueued.job.media_id, job.id = %enqueued.job.id, bytes, "upload accepted");
     Ok(accepted(&enqueued.job, enqueued.existing))
 }

@@ -101,6 +101,65 @@ pub async fn blocking<T: Send + 'static>(
     Ok(web::block(move || f(&app)).await??)
 }
 
+/// A received, fsynced upload on the store's disk, to become media + its ingest job.
+pub(crate) struct Upload {
+    pub tenant: String,
+    pub idempotency_key: Option<String>,
+    /// The staged file (inside the store's staging dir).
+    pub staged: std::path::PathBuf,
+    /// Leave `staged` in place (tus keeps answering `HEAD`): the store adopts a hard link instead.
+    pub keep_staged: bool,
+    pub title: Option<String>,
+    /// Recorded as the media's `meta`.
+    pub meta: serde_json::Value,
+}
+
+/// The one way an upload is accepted, for `POST /v1/media` and tus alike: the file goes into the
+/// store under `media/<id>/source` (atomic), then media + job commit in one transaction. A lost race
+/// on the idempotency key keeps the first upload only. Only after this returns may the client hear
+/// 2xx: an accepted upload is never lost.
+pub(crate) async fn accept_upload(state: &web::Data<State>, up: Upload) -> Result<crate::journal::Enqueued, ApiError> {
+    let media_id = crate::journal::new_id("med");
+    let key = format!("media/{media_id}/source");
+    let (blobs, staged, keep) = (state.blobs.clone(), up.staged, up.keep_staged);
+    let store_key = key.clone();
+    web::block(move || -> crate::storage::Result<()> {
+        let src = if keep {
+            let link = staged.with_extension("adopt");
+            std::fs::hard_link(&staged, &link)
+                .map_err(|source| crate::storage::Error::Io { key: store_key.clone(), source })?;
+            link
+        } else {
+            staged
+        };
+        blobs.adopt_file(&store_key, &src)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not store upload");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload could not be stored")
+            .retry_after(30)
+    })?;
+    let title = up.title.filter(|t| !t.trim().is_empty());
+    let req = app::EnqueueRequest {
+        kind: "ingest".into(),
+        tenant: Some(up.tenant),
+        idempotency_key: up.idempotency_key,
+        new_media: Some(crate::journal::NewMedia { id: media_id, title, meta: up.meta }),
+        ..Default::default()
+    };
+    let blobs = state.blobs.clone();
+    blocking(state, move |app| {
+        let e = app.enqueue(req)?;
+        if e.existing {
+            // Lost a race with the same idempotency key: keep the first upload only.
+            let _ = blobs.delete(&key);
+        }
+        Ok(e)
+    })
+    .await
+}
+
 fn json_error(status: StatusCode, code: &str, e: impl std::fmt::Display) -> actix_web::Error {
     ApiError::new(status, code, e.to_string()).into()
 }

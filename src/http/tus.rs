@@ -16,9 +16,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, State, blocking};
-use crate::app::EnqueueRequest;
-use crate::journal::{NewMedia, new_id};
+use super::{ApiError, State, Upload, accept_upload};
+use crate::journal::new_id;
 use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
 
 const TUS_VERSION: &str = "1.0.0";
@@ -306,33 +305,20 @@ async fn finish(
     if let (Some(m), Some(j)) = (&info.media_id, &info.job_id) {
         return Ok((m.clone(), j.clone()));
     }
-    let media_id = new_id("med");
-    let (blobs, src, key) = (state.blobs.clone(), data.to_path_buf(), format!("media/{media_id}/source"));
-    // Keep the bytes in place (HEAD keeps answering) by adopting a hard link, not the file itself.
-    let staged = src.with_extension("adopt");
-    web::block(move || -> crate::storage::Result<()> {
-        std::fs::hard_link(&src, &staged).map_err(|source| crate::storage::Error::Io { key: key.clone(), source })?;
-        blobs.adopt_file(&key, &staged)
-    })
-    .await?
-    .map_err(|e| {
-        tracing::error!(error = %e, "could not store tus upload");
-        tus_err(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload could not be stored")
-            .retry_after(30)
-    })?;
     let meta = serde_json::json!({
         "upload": {"bytes": info.length, "via": "tus", "upload_id": info.id,
                    "filename": info.metadata.get("filename"), "content_type": info.metadata.get("filetype")},
         "callback_url": info.metadata.get("callback_url"),
     });
-    let req = EnqueueRequest {
-        kind: "ingest".into(),
-        tenant: Some(info.tenant.clone()),
+    let up = Upload {
+        tenant: info.tenant.clone(),
         idempotency_key: Some(format!("tus:{}", info.id)),
-        new_media: Some(NewMedia { id: media_id, title: info.metadata.get("title").cloned(), meta }),
-        ..Default::default()
+        staged: data.to_path_buf(),
+        keep_staged: true,
+        title: info.metadata.get("title").cloned(),
+        meta,
     };
-    let e = blocking(state, move |app| app.enqueue(req)).await?;
+    let e = accept_upload(state, up).await?;
     let media = e.job.media_id.clone().unwrap_or_default();
     info.media_id = Some(media.clone());
     info.job_id = Some(e.job.id.clone());
