@@ -17,7 +17,7 @@
 #   - Lectern's peak RSS for a short and a long file (separate servers), and for the long file the
 #     time from the 202 answer until the master playlist exists and every rung has a segment.
 #
-# Knobs (environment): BENCH_ROUNDS (2), BENCH_MINUTES (60), BENCH_SHORT_MINUTES (3),
+# Knobs (environment): BENCH_ROUNDS (2; 0 runs only Lectern's short and long files), BENCH_MINUTES (60), BENCH_SHORT_MINUTES (3),
 # BENCH_LONG_MINUTES (180), BENCH_FF_THREADS (unset: ffmpeg's default), BENCH_SKIP_BUILD=1,
 # BENCH_QUIET_WAIT (900: most seconds to wait for an idle machine before each measurement),
 # BENCH_MEDIA_DIR (target/bench-media: generated inputs and the last results, kept between runs;
@@ -326,7 +326,8 @@ for r in rows:
     if r.get("loudness") and r["label"] == "main" and r["round"] == "1":
         print(f"  {r['tool']:9} {r['loudness']}")
 print("segments per run: " + ", ".join(f"{r['tool']}/{r['label']}={r['segments']}" for r in rows if r["round"] == "1" and r.get("segments")))
-m = [r for r in rows if r["tool"] == "lectern" and r["label"] == "main"][-1].get("metrics", "")
-print("Lectern /metrics (last main run): " + m.replace(";", " "))
+m = [r for r in rows if r["tool"] == "lectern" and r["label"] == "main"]
+if m:
+    print("Lectern /metrics (last main run): " + m[-1].get("metrics", "").replace(";", " "))
 PY
 } | tee "$MEDIA/transcode_vs_ffmpeg-last.txt"
