@@ -1,7 +1,8 @@
 //! The scheduler: the one actor that decides what runs where.
 //!
 //! - Fairness: ready work sits in FIFO queues (one per tenant, one per batch); the scheduler serves
-//!   the queues round-robin, one step per queue per round, starting after the queue served last.
+//!   the queues round-robin per stage: each free slot of a stage goes to the next queue after the one
+//!   that got that stage's previous slot.
 //! - Bounded stages: each stage has `workers` slots; a step is sent only into a free slot (credits),
 //!   so a stage's mailbox never holds more than its workers can take. Time during which ready work
 //!   waited on a full stage is added to `lectern_stage_backpressure_seconds_total{stage}`.
@@ -75,7 +76,8 @@ pub struct Scheduler {
     running: HashMap<AttemptRef, Running>,
     tenant_in_flight: HashMap<String, usize>,
     /// The queue served last (round-robin position).
-    cursor: Option<String>,
+    /// Per stage: the queue that got the stage's last slot.
+    cursors: HashMap<String, String>,
     /// Outcomes waiting for the next group commit.
     done: Vec<(AttemptRef, Outcome)>,
     flush_scheduled: bool,
@@ -151,7 +153,7 @@ impl Scheduler {
             stages,
             running: HashMap::new(),
             tenant_in_flight: HashMap::new(),
-            cursor: None,
+            cursors: HashMap::new(),
             done: Vec::new(),
             flush_scheduled: false,
             last_heartbeat: 0,
@@ -283,10 +285,8 @@ impl Scheduler {
         if queues.is_empty() {
             return;
         }
-        let start = self.cursor.as_ref().and_then(|c| queues.iter().position(|q| q > c)).unwrap_or(0);
-        let order: Vec<String> = queues[start..].iter().chain(&queues[..start]).cloned().collect();
         let mut candidates: Vec<(String, std::collections::VecDeque<ReadyStep>)> = Vec::new();
-        for q in &order {
+        for q in &queues {
             match self.d.journal.ready_steps(q, &free, now, slots) {
                 Ok(r) => candidates.push((q.clone(), r.into())),
                 Err(e) => return self.journal_error("ready_steps", &e),
@@ -313,35 +313,48 @@ impl Scheduler {
         }
     }
 
-    /// One step per queue per round, skipping steps whose stage is full or whose tenant is at its
-    /// in-flight limit. Reserves a slot for each pick.
+    /// Round-robin per stage: each free slot of a stage goes to the next queue, after the one that
+    /// got that stage's previous slot, with a ready step of that stage (skipping steps whose tenant
+    /// is at its in-flight limit). A cursor per stage, not one for all: otherwise a queue served
+    /// in one stage (an upload's probe) would lose its turn in the next (its transcode) to a batch.
+    /// `candidates` are in queue order. Reserves a slot for each pick.
     fn pick_round_robin(
         &mut self,
         candidates: &mut [(String, std::collections::VecDeque<ReadyStep>)],
     ) -> Vec<ReadyStep> {
         let max_tenant = self.d.config.scheduler.tenant_max_in_flight;
         let mut picks = Vec::new();
-        loop {
-            let mut progressed = false;
-            for (queue, steps) in candidates.iter_mut() {
-                let fits = |s: &ReadyStep, me: &Self| {
-                    me.stages.get(&s.stage).is_some_and(|st| st.running < st.workers)
-                        && me.tenant_in_flight.get(&s.tenant).copied().unwrap_or(0) < max_tenant
-                };
-                let Some(i) = steps.iter().position(|s| fits(s, self)) else { continue };
-                let s = steps.remove(i).expect("position is in range");
+        let stages: Vec<String> = self.stages.keys().cloned().collect();
+        for stage in stages {
+            loop {
+                let free = self.stages.get(&stage).is_some_and(|st| st.running < st.workers);
+                if !free || candidates.is_empty() {
+                    break;
+                }
+                let n = candidates.len();
+                let start =
+                    self.cursors.get(&stage).and_then(|c| candidates.iter().position(|(q, _)| q > c)).unwrap_or(0);
+                let mut picked = None;
+                for k in 0..n {
+                    let (queue, steps) = &mut candidates[(start + k) % n];
+                    let fits = |s: &ReadyStep| {
+                        s.stage == stage && self.tenant_in_flight.get(&s.tenant).copied().unwrap_or(0) < max_tenant
+                    };
+                    if let Some(i) = steps.iter().position(fits) {
+                        picked = Some((queue.clone(), steps.remove(i).expect("position is in range")));
+                        break;
+                    }
+                }
+                let Some((queue, s)) = picked else { break };
                 if let Some(st) = self.stages.get_mut(&s.stage) {
                     st.running += 1;
                 }
                 *self.tenant_in_flight.entry(s.tenant.clone()).or_default() += 1;
-                self.cursor = Some(queue.clone());
+                self.cursors.insert(stage.clone(), queue);
                 picks.push(s);
-                progressed = true;
-            }
-            if !progressed {
-                return picks;
             }
         }
+        picks
     }
 
     /// Marks full stages that have ready work as blocked (the start of a backpressure interval).
