@@ -7,9 +7,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::actors::Engine;
+use crate::actors::speech::Models;
 use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::Registry;
+use crate::index::Index;
 use crate::journal::{
     self, DEFAULT_TENANT, Enqueued, Event, JobFilter, JobRecord, JobState, Journal, NewJob, PauseScope, QueueStat,
     SqliteJournal,
@@ -25,6 +27,9 @@ pub enum Error {
     Conflict(String),
     #[error("journal unavailable: {0}")]
     Journal(String),
+    /// A model or the index is not available (`code` names why, e.g. `model_missing`).
+    #[error("{message}")]
+    Unavailable { code: String, message: String },
 }
 
 impl Error {
@@ -35,6 +40,7 @@ impl Error {
             Error::Invalid(_) => "invalid_request",
             Error::Conflict(_) => "conflict",
             Error::Journal(_) => "journal_unavailable",
+            Error::Unavailable { .. } => "unavailable",
         }
     }
 }
@@ -100,6 +106,28 @@ pub struct ItemResult {
     pub error: Option<journal::ErrorInfo>,
 }
 
+/// A search (`GET /v1/search`, `lectern search`).
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub tenant: Option<String>,
+    pub query: String,
+    pub k: usize,
+    pub mode: crate::index::Mode,
+    pub media_id: Option<String>,
+}
+
+/// One search result, as the contract shapes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub media_id: String,
+    pub title: Option<String>,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+    pub score: f64,
+    pub play_url: String,
+}
+
 #[derive(Clone)]
 pub struct App {
     pub journal: Arc<dyn Journal>,
@@ -108,18 +136,28 @@ pub struct App {
     pub registry: Registry,
     /// Present inside `lectern serve`: told to look for work after each change.
     pub engine: Option<Engine>,
+    /// The models of this process (loaded on first use).
+    pub models: Arc<Models>,
+    /// The search index (`index.sqlite` in the data dir), when opened.
+    pub index: Option<Arc<Index>>,
 }
 
 impl App {
     /// Opens the embedded journal under the configured data dir.
     pub fn open(config: Config) -> Result<Self> {
         let journal = SqliteJournal::open(&config.journal_path())?;
-        let registry = Registry::builtin(&config);
-        Ok(Self::with(Arc::new(journal), Arc::new(SystemClock), config, registry))
+        let index = Index::open(&config.index_path()).map_err(|e| Error::Journal(e.to_string()))?;
+        let (models, index) = (Arc::new(Models::new(&config.models)), Arc::new(index));
+        let registry = Registry::builtin(&config, &models, &index);
+        let mut app = Self::with(Arc::new(journal), Arc::new(SystemClock), config, registry);
+        app.models = models;
+        app.index = Some(index);
+        Ok(app)
     }
 
     pub fn with(journal: Arc<dyn Journal>, clock: SharedClock, config: Config, registry: Registry) -> Self {
-        Self { journal, clock, config: Arc::new(config), registry, engine: None }
+        let models = Arc::new(Models::new(&config.models));
+        Self { journal, clock, config: Arc::new(config), registry, engine: None, models, index: None }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -137,6 +175,63 @@ impl App {
     }
 
     /// Resolves a tenant given by id or name (`None`: the default tenant).
+    /// Searches the tenant's transcripts; results carry the media title and a `play_url` that
+    /// starts playback at the passage (`#t=<start_s>`, a W3C media fragment).
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        let index = self.index.as_ref().ok_or_else(|| Error::Unavailable {
+            code: "index_unavailable".into(),
+            message: "the search index is not open in this process".into(),
+        })?;
+        let tenant = self.tenant_id(req.tenant.as_deref())?;
+        if req.query.trim().is_empty() {
+            return Err(Error::Invalid("the query is empty".into()));
+        }
+        if req.query.len() > 2000 {
+            return Err(Error::Invalid("the query is longer than 2000 bytes".into()));
+        }
+        let vector = match req.mode {
+            crate::index::Mode::Lexical => None,
+            _ => {
+                let e = self
+                    .models
+                    .embedder()
+                    .map_err(|e| Error::Unavailable { code: e.code.clone(), message: e.message.clone() })?;
+                let mut v = e
+                    .embed(&[req.query.as_str()])
+                    .map_err(|e| Error::Unavailable { code: e.code().into(), message: e.to_string() })?;
+                v.pop()
+            }
+        };
+        let q = crate::index::Query {
+            tenant: &tenant,
+            text: &req.query,
+            vector: vector.as_deref(),
+            k: req.k,
+            mode: req.mode,
+            media_id: req.media_id.as_deref(),
+        };
+        let hits = index.search(&q).map_err(|e| Error::Journal(e.to_string()))?;
+        let mut titles: std::collections::HashMap<String, Option<String>> = Default::default();
+        let mut out = Vec::with_capacity(hits.len());
+        for h in hits {
+            if !titles.contains_key(&h.media_id) {
+                let t = self.journal.media(&h.media_id)?.and_then(|m| m.title);
+                titles.insert(h.media_id.clone(), t);
+            }
+            let start = (h.start_s * 10.0).floor() / 10.0;
+            out.push(SearchHit {
+                play_url: format!("/hls/{}/master.m3u8#t={start}", h.media_id),
+                title: titles[&h.media_id].clone(),
+                media_id: h.media_id,
+                start_s: h.start_s,
+                end_s: h.end_s,
+                text: h.text,
+                score: h.score,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn tenant_id(&self, tenant: Option<&str>) -> Result<String> {
         let t = tenant.unwrap_or(DEFAULT_TENANT);
         self.journal.tenant(t)?.map(|t| t.id).ok_or_else(|| Error::NotFound { what: "tenant", id: t.to_string() })

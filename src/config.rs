@@ -73,13 +73,31 @@ impl Default for HttpOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct ModelsOptions {
-    /// Where fetched models live.
+    /// Where fetched models live (`lectern models fetch` fills it).
     pub dir: PathBuf,
+    /// Transcribe and index every upload (needs the models). `false` runs only probe + transcode.
+    pub speech: bool,
+    /// Load every model when `serve` starts, failing at once when one is missing or corrupt
+    /// (otherwise on first use, failing the step with `model_missing` / `model_invalid`).
+    pub preload: bool,
+    /// The Whisper model: `tiny.en` (fp32) or `tiny.en-int8` (int8 weights, faster).
+    pub asr: String,
+    /// Threads of one Whisper inference.
+    pub asr_threads: usize,
+    /// Threads of one embedding batch.
+    pub embed_threads: usize,
 }
 
 impl Default for ModelsOptions {
     fn default() -> Self {
-        Self { dir: PathBuf::from("./models/cache") }
+        Self {
+            dir: PathBuf::from("./models/cache"),
+            speech: true,
+            preload: true,
+            asr: "tiny.en-int8".into(),
+            asr_threads: 2,
+            embed_threads: 1,
+        }
     }
 }
 
@@ -225,7 +243,7 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 /// Keys whose environment value is always taken as a string, however it looks.
 const STRING_KEYS: &[&str] =
-    &["data.dir", "http.addr", "models.dir", "admin.key", "webhook.allow", "log.format", "log.level"];
+    &["data.dir", "http.addr", "models.dir", "models.asr", "admin.key", "webhook.allow", "log.format", "log.level"];
 /// Sections that `LECTERN_<SECTION>_<KEY>` can address.
 const SECTIONS: &[&str] =
     &["data", "http", "models", "admin", "webhook", "log", "upload", "scheduler", "transcode", "retry"];
@@ -313,6 +331,15 @@ impl Config {
         if s.tenant_max_in_flight == 0 {
             return Err(key_err("scheduler.tenant-max-in-flight", "must be at least 1"));
         }
+        if !["tiny.en", "tiny.en-int8"].contains(&self.models.asr.as_str()) {
+            return Err(key_err(
+                "models.asr",
+                format!("unknown model {:?} (tiny.en or tiny.en-int8)", self.models.asr),
+            ));
+        }
+        if self.models.asr_threads == 0 || self.models.embed_threads == 0 {
+            return Err(key_err("models.asr-threads", "thread counts must be at least 1"));
+        }
         let t = &self.transcode;
         if t.loudness_excerpts == 0 {
             return Err(key_err("transcode.loudness-excerpts", "must be at least 1"));
@@ -345,6 +372,11 @@ impl Config {
     /// The SQLite journal's file.
     pub fn journal_path(&self) -> PathBuf {
         self.data.dir.join("journal.db")
+    }
+
+    /// The search index file.
+    pub fn index_path(&self) -> PathBuf {
+        self.data.dir.join("index.sqlite")
     }
 
     /// Where blobs (step outputs, media) are stored.

@@ -7,7 +7,10 @@ use crate::config::{LogFormat, LogOptions};
 
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(opts: &LogOptions) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&opts.level));
+    // ONNX Runtime logs every session option at info: keep it to warnings unless asked for.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&opts.level))
+        .add_directive("ort=warn".parse().expect("a valid directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match opts.format {

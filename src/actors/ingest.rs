@@ -19,6 +19,7 @@
 //! rewrites the same keys (`hls/<media>/...`), which is idempotent.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -51,11 +52,37 @@ const MAX_MAKEUP_DB: f64 = 3.0;
 const WAVEFORM_PIXELS_PER_SECOND: u32 = 10;
 
 /// Registers the `ingest` job kind and its stages.
-pub fn register(r: &mut Registry, opts: &TranscodeOptions) {
-    r.add_kind(JobKind::new("ingest", &[("probe", "probe", &[]), ("transcode", "transcode", &["probe"])]));
-    r.add_executor("probe", std::sync::Arc::new(run_probe));
-    let opts = opts.clone();
-    r.add_executor("transcode", std::sync::Arc::new(move |ctx: &StepContext| run_transcode(ctx, &opts)));
+///
+/// With `models.speech` (the default) an upload is also transcribed and indexed: `transcribe`
+/// runs beside `transcode` once `probe` is done, and `embed` follows `transcribe`.
+pub fn register(
+    r: &mut Registry,
+    config: &crate::config::Config,
+    models: &Arc<super::speech::Models>,
+    index: &Arc<crate::index::Index>,
+) {
+    let mut steps: Vec<(&str, &str, &[&str])> = vec![("probe", "probe", &[]), ("transcode", "transcode", &["probe"])];
+    if config.models.speech {
+        steps.push(("transcribe", "transcribe", &["probe"]));
+        steps.push(("embed", "embed", &["transcribe"]));
+    }
+    r.add_kind(JobKind::new("ingest", &steps));
+    // `lectern reprocess --step S`: S and what depends on it.
+    r.add_kind(JobKind::new("reprocess-transcode", &[("transcode", "transcode", &[])]));
+    if config.models.speech {
+        r.add_kind(JobKind::new(
+            "reprocess-transcribe",
+            &[("transcribe", "transcribe", &[]), ("embed", "embed", &["transcribe"])],
+        ));
+        r.add_kind(JobKind::new("reprocess-embed", &[("embed", "embed", &[])]));
+    }
+    r.add_executor("probe", Arc::new(run_probe));
+    let opts = config.transcode.clone();
+    r.add_executor("transcode", Arc::new(move |ctx: &StepContext| run_transcode(ctx, &opts)));
+    let m = models.clone();
+    r.add_executor("transcribe", Arc::new(move |ctx: &StepContext| super::speech::run_transcribe(ctx, &m)));
+    let (m, ix) = (models.clone(), index.clone());
+    r.add_executor("embed", Arc::new(move |ctx: &StepContext| super::speech::run_embed(ctx, &m, &ix)));
 }
 
 /// The stored upload of the step's media, as a local file.

@@ -4,6 +4,7 @@
 pub mod ingest;
 pub mod pipeline;
 pub mod scheduler;
+pub mod speech;
 pub mod stage;
 
 pub use pipeline::{Engine, EngineParts};

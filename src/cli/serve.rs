@@ -44,6 +44,11 @@ pub fn run(config: Config) -> CliResult {
     let addr = config.http.addr.clone();
     let blobs: Arc<dyn crate::storage::BlobStore> = Arc::new(LocalFs::new(config.blob_dir()));
     let mut app = App::open(config)?;
+    if app.config.models.speech && app.config.models.preload {
+        // Fail fast: a missing or corrupt model is named now, not at the first upload.
+        app.models.preload().map_err(|e| format!("{} ({})", e.message, e.code))?;
+        tracing::info!(dir = %app.models.dir().display(), asr = %app.config.models.asr, "models loaded");
+    }
     let system = actix::System::new();
     let result: Result<(), Failure> = system.block_on(async move {
         let metrics = Arc::new(Metrics::new());

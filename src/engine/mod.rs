@@ -63,9 +63,13 @@ impl Registry {
     }
 
     /// The kinds and stages this build ships.
-    pub fn builtin(config: &crate::config::Config) -> Self {
+    pub fn builtin(
+        config: &crate::config::Config,
+        models: &std::sync::Arc<crate::actors::speech::Models>,
+        index: &std::sync::Arc<crate::index::Index>,
+    ) -> Self {
         let mut r = Self::new();
-        crate::actors::ingest::register(&mut r, &config.transcode);
+        crate::actors::ingest::register(&mut r, config, models, index);
         #[cfg(feature = "testsuite")]
         testkind::register(&mut r);
         r

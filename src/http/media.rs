@@ -288,6 +288,11 @@ fn media_json(m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
         "links": {
             "hls": format!("/hls/{}/master.m3u8", m.id),
             "waveform": format!("/v1/media/{}/waveform.json", m.id),
+            "transcripts": {
+                "json": format!("/v1/media/{}/transcript.json", m.id),
+                "vtt": format!("/v1/media/{}/transcript.vtt", m.id),
+                "srt": format!("/v1/media/{}/transcript.srt", m.id),
+            },
             "job": job.map(|j| format!("/v1/jobs/{}", j.id)),
         },
     })

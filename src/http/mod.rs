@@ -5,6 +5,7 @@ mod hls;
 mod jobs;
 mod media;
 mod ops;
+mod speech;
 mod tus;
 
 use std::sync::Arc;
@@ -79,9 +80,13 @@ impl From<app::Error> for ApiError {
             app::Error::NotFound { .. } => StatusCode::NOT_FOUND,
             app::Error::Invalid(_) => StatusCode::BAD_REQUEST,
             app::Error::Conflict(_) => StatusCode::CONFLICT,
-            app::Error::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            app::Error::Journal(_) | app::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self::new(status, e.code(), e.to_string())
+        let code = match &e {
+            app::Error::Unavailable { code, .. } => code.clone(),
+            _ => e.code().to_string(),
+        };
+        Self::new(status, &code, e.to_string())
     }
 }
 
@@ -177,6 +182,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(jobs::configure)
     .configure(hls::configure)
     .configure(media::configure)
+    .configure(speech::configure)
     .configure(tus::configure)
     .default_service(web::to(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()

@@ -35,6 +35,7 @@ impl Env {
         c.env("LECTERN_CONFIG", self.path("lectern.toml"))
             .env("LECTERN_DATA_DIR", self.path("data"))
             .env("LECTERN_HTTP_ADDR", &self.addr)
+            .env("LECTERN_MODELS_DIR", models_dir())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         c
@@ -229,4 +230,13 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The fetched models (`bash models/fetch.sh`; CI always fetches them): `LECTERN_MODELS_DIR` or the
+/// repository's `models/cache`.
+#[allow(dead_code)]
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("LECTERN_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache"))
 }

@@ -1,0 +1,75 @@
+//! Transcripts (`/v1/media/{id}/transcript.{json,vtt,srt}`) and search (`/v1/search`).
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, get, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, State, blocking};
+use crate::app::SearchRequest;
+use crate::index::Mode;
+use crate::speech::transcript::Transcript;
+
+/// The transcript in one of its formats: the stored podcast-namespace JSON, WebVTT or SubRip.
+#[get("/v1/media/{id}/transcript.{format}")]
+async fn transcript(state: web::Data<State>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, format) = path.into_inner();
+    let content_type = match format.as_str() {
+        "json" => "application/json",
+        "vtt" => "text/vtt; charset=utf-8",
+        "srt" => "application/x-subrip; charset=utf-8",
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "transcripts are .json, .vtt or .srt")),
+    };
+    let lookup = id.clone();
+    let tenant_media = blocking(&state, move |app| Ok(app.journal.media(&lookup)?)).await?;
+    if tenant_media.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no media {id}")));
+    }
+    let blobs = state.blobs.clone();
+    let key = format!("media/{id}/transcript.json");
+    let bytes = web::block(move || blobs.get(&key))
+        .await?
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "this media has no transcript (yet)"))?;
+    let body = match format.as_str() {
+        "json" => bytes,
+        other => {
+            let t: Transcript = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            if other == "vtt" { t.to_vtt() } else { t.to_srt() }.into_bytes()
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: String,
+    k: Option<usize>,
+    mode: Option<String>,
+    media_id: Option<String>,
+}
+
+#[get("/v1/search")]
+async fn search(state: web::Data<State>, q: web::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let mode: Mode = match q.mode.as_deref() {
+        None => Mode::Hybrid,
+        Some(m) => m.parse().map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e))?,
+    };
+    let k = q.k.unwrap_or(10);
+    if !(1..=100).contains(&k) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "k must be between 1 and 100"));
+    }
+    let req = SearchRequest { tenant: None, query: q.q, k, mode, media_id: q.media_id };
+    let results = blocking(&state, move |app| app.search(&req)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(transcript).service(search);
+}
