@@ -13,7 +13,7 @@
 //! ONNX Runtime's `Session::run` takes `&mut self` (some of its internals are not thread safe), so
 //! the session sits behind a `Mutex`: an `Arc<Embedder>` can be shared by worker threads, and
 //! their batches take turns on the session (each batch already uses `threads` cores). Tokenising
-//! and pooling happen outside the lock.
+//! happens outside the lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -120,7 +120,8 @@ impl Embedder {
         ];
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         let outputs = session.run(inputs).map_err(fail)?;
-        let (out_shape, hidden) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(fail)?;
+        let output = outputs.get(OUTPUT).ok_or_else(|| Error::InferenceFailed(format!("no {OUTPUT} output")))?;
+        let (out_shape, hidden) = output.try_extract_tensor::<f32>().map_err(fail)?;
         if **out_shape != [batch.len() as i64, seq as i64, DIM as i64] {
             return Err(Error::InferenceFailed(format!("unexpected {OUTPUT} shape {out_shape:?}")));
         }
