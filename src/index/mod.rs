@@ -177,16 +177,31 @@ impl Ord for Scored {
     }
 }
 
+/// English function words: they match nearly every chunk, add nothing to BM25's ranking and
+/// make the match set (which FTS5 scores in full) as large as the index.
+const STOPWORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because",
+    "been", "before", "being", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down",
+    "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "me", "more", "most", "my", "no", "nor",
+    "not", "of", "off", "on", "once", "only", "or", "other", "our", "out", "over", "own", "same", "she", "should",
+    "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those",
+    "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
+    "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+];
+
 /// Turns free text into an FTS5 query: every word quoted (so no query syntax leaks through),
-/// joined with OR; BM25 ranks chunks matching more (and rarer) words first.
+/// stopwords dropped (unless nothing else is left), joined with OR; BM25 ranks chunks matching
+/// more (and rarer) words first.
 fn fts_query(text: &str) -> Option<String> {
     let words: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .map(|w| w.trim_matches('\''))
+        .map(|w| w.trim_matches('\'').to_lowercase())
         .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{}\"", w.to_lowercase()))
         .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+    let content: Vec<&String> = words.iter().filter(|w| !STOPWORDS.contains(&w.as_str())).collect();
+    let chosen: Vec<&String> = if content.is_empty() { words.iter().collect() } else { content };
+    (!chosen.is_empty()).then(|| chosen.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(" OR "))
 }
 
 impl Index {
@@ -496,6 +511,11 @@ mod tests {
         assert_eq!(fused.len(), 4);
         assert_eq!(fts_query("  ?! "), None);
         assert_eq!(fts_query("Grace, \"debt\"").unwrap(), "\"grace\" OR \"debt\"");
+        assert_eq!(fts_query("where did he talk about the debt").unwrap(), "\"talk\" OR \"debt\"");
+        assert_eq!(
+            fts_query("to be or not to be").unwrap(),
+            "\"to\" OR \"be\" OR \"or\" OR \"not\" OR \"to\" OR \"be\""
+        );
     }
 
     /// While one thread keeps replacing a media's 50 chunks with another version, searches from
