@@ -80,7 +80,9 @@ pub struct ModelsOptions {
     /// Load every model when `serve` starts, failing at once when one is missing or corrupt
     /// (otherwise on first use, failing the step with `model_missing` / `model_invalid`).
     pub preload: bool,
-    /// The Whisper model: `tiny.en` (fp32) or `tiny.en-int8` (int8 weights, faster).
+    /// The Whisper model: `tiny.en` (fp32) or `tiny.en-int8` (int8 weights, faster; the default for
+    /// a 2-vCPU node), or the multilingual `base` / `base-int8` for accuracy (fetched with
+    /// `LECTERN_MODELS_EXTRA=whisper-base lectern models fetch`).
     pub asr: String,
     /// Threads of one Whisper inference.
     pub asr_threads: usize,
@@ -331,10 +333,10 @@ impl Config {
         if s.tenant_max_in_flight == 0 {
             return Err(key_err("scheduler.tenant-max-in-flight", "must be at least 1"));
         }
-        if !["tiny.en", "tiny.en-int8"].contains(&self.models.asr.as_str()) {
+        if !["tiny.en", "tiny.en-int8", "base", "base-int8"].contains(&self.models.asr.as_str()) {
             return Err(key_err(
                 "models.asr",
-                format!("unknown model {:?} (tiny.en or tiny.en-int8)", self.models.asr),
+                format!("unknown model {:?} (tiny.en, tiny.en-int8, base, base-int8)", self.models.asr),
             ));
         }
         if self.models.asr_threads == 0 || self.models.embed_threads == 0 {

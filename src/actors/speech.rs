@@ -67,8 +67,8 @@ impl Models {
         let dir = &self.opts.dir;
         crate::speech::onnx::init_runtime(dir).map_err(|e| model_err(e.code(), e))?;
         let int8 = self.opts.asr.ends_with("-int8");
-        let whisper = Whisper::load(&dir.join("whisper-tiny.en"), int8, self.opts.asr_threads)
-            .map_err(|e| model_err(e.code(), e))?;
+        let model_dir = dir.join(format!("whisper-{}", self.opts.asr.trim_end_matches("-int8")));
+        let whisper = Whisper::load(&model_dir, int8, self.opts.asr_threads).map_err(|e| model_err(e.code(), e))?;
         let vad = Vad::load(&dir.join("silero-vad/silero_vad.onnx"), 1).map_err(|e| model_err(e.code(), e))?;
         let m = Arc::new(SpeechModels { whisper, vad, name: format!("whisper-{}", self.opts.asr) });
         *slot = Some(m.clone());
