@@ -325,6 +325,12 @@ impl App {
                 }
                 PauseScope::Stage(s)
             }
+            PauseScope::Queue(q) => {
+                if !q.starts_with("batch:") && !q.starts_with("tenant:") {
+                    return Err(Error::Invalid(format!("unknown queue {q:?} (batch:<id> or tenant:<id>)")));
+                }
+                PauseScope::Queue(q)
+            }
         };
         self.journal.set_paused(&scope, paused, self.now())?;
         self.wake();
@@ -337,12 +343,13 @@ impl App {
         let stats = self.journal.queue_stats(now)?;
         let stage_paused = |s: &str| pauses.contains(&PauseScope::Stage(s.to_string()));
         let tenant_paused = |t: &str| pauses.contains(&PauseScope::Tenant(t.to_string()));
+        let queue_paused = |q: &str| pauses.contains(&PauseScope::Queue(q.to_string()));
         let queues = stats
             .iter()
             .map(|s| QueueRow {
                 stat: s.clone(),
                 oldest_age_s: s.oldest_ready_at.map(|t| (now - t).max(0) as f64 / 1e3),
-                paused: tenant_paused(&s.tenant) || stage_paused(&s.stage),
+                paused: tenant_paused(&s.tenant) || stage_paused(&s.stage) || queue_paused(&s.queue),
             })
             .collect();
         let mut names: Vec<String> = self.registry.stages().map(|(n, _)| n.clone()).collect();

@@ -330,7 +330,15 @@ fn reprocess_is_a_resumable_batch_that_replaces_the_index_entries() {
     let again = cli(&env, &["reprocess", "--step", "embed", "--detach", "--json"]);
     assert_eq!((again["enqueued"].as_u64(), again["resumed"].as_bool()), (Some(0), Some(true)), "{again}");
     assert_eq!(again["batch"], first["batch"]);
+    // The batch pauses as a whole while the stage runs for everyone else.
+    let batch = first["batch"].as_str().unwrap();
+    cli(&env, &["queues", "pause", "--batch", batch, "--json"]);
     cli(&env, &["queues", "resume", "--stage", "embed", "--json"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let queued = cli(&env, &["jobs", "list", "--state", "queued", "--json"]);
+    let waiting = queued["jobs"].as_array().unwrap().iter().filter(|j| j["batch"] == batch).count();
+    assert_eq!(waiting, 1, "a paused batch's job ran: {queued}");
+    cli(&env, &["queues", "resume", "--batch", batch, "--json"]);
     let done = cli(&env, &["reprocess", "--step", "embed", "--json"]);
     assert_eq!((done["succeeded"].as_u64(), done["total"].as_u64()), (Some(1), Some(1)), "{done}");
     assert_eq!(done["batch"], first["batch"]);

@@ -39,14 +39,18 @@ pub struct Target {
     /// A tenant id or name.
     #[arg(long)]
     tenant: Option<String>,
+    /// A batch id (e.g. a `reprocess` run): only its queue.
+    #[arg(long)]
+    batch: Option<String>,
 }
 
 impl Target {
     fn scope(&self) -> Result<PauseScope, Failure> {
-        match (&self.stage, &self.tenant) {
-            (Some(s), None) => Ok(PauseScope::Stage(s.clone())),
-            (None, Some(t)) => Ok(PauseScope::Tenant(t.clone())),
-            _ => Err(Failure { message: "give exactly one of --stage or --tenant".into(), code: 2 }),
+        match (&self.stage, &self.tenant, &self.batch) {
+            (Some(s), None, None) => Ok(PauseScope::Stage(s.clone())),
+            (None, Some(t), None) => Ok(PauseScope::Tenant(t.clone())),
+            (None, None, Some(b)) => Ok(PauseScope::Queue(format!("batch:{b}"))),
+            _ => Err(Failure { message: "give exactly one of --stage, --tenant or --batch".into(), code: 2 }),
         }
     }
 }
@@ -67,6 +71,7 @@ fn pause(app: &App, t: &Target, paused: bool, json: bool) -> CliResult {
         let (kind, name) = match &scope {
             PauseScope::Stage(n) => ("stage", n),
             PauseScope::Tenant(n) => ("tenant", n),
+            PauseScope::Queue(n) => ("queue", n),
         };
         println!("{} {kind} {name}", if paused { "paused" } else { "resumed" });
     }

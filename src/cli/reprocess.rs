@@ -6,7 +6,8 @@
 //! - Resumable: each media's job carries the idempotency key `<batch>:<media>`, and a run finds the
 //!   unfinished batch of the same step and tenant and continues it. Running it again after an
 //!   interruption enqueues only what is missing and then follows the same batch.
-//! - Controllable as a whole: `lectern jobs cancel --batch B`; `--detach` returns at once.
+//! - Controllable as a whole: `lectern queues pause|resume --batch B`, `lectern jobs cancel --batch B`;
+//!   `--detach` returns at once.
 //! - Re-embedding swaps a media's chunks in one transaction: search never sees half of a media.
 
 use std::collections::HashSet;

@@ -249,6 +249,20 @@ pub fn pause_hides_stage_and_tenant_without_losing_work(j: &dyn Journal) {
     j.set_paused(&PauseScope::Tenant(b.id.clone()), false, T0).unwrap();
     assert_eq!(j.active_queues(T0).unwrap().len(), 2, "resumed work is all there");
     assert!(j.has_ready("probe", T0).unwrap());
+
+    // A batch's queue pauses on its own; the tenant's live queue keeps going.
+    let mut batch = new_job(DEFAULT_TENANT);
+    batch.batch = Some("rp".into());
+    let x = j.enqueue(batch, T0).unwrap().job;
+    let step = ready(j, "batch:rp", T0).remove(0);
+    j.set_paused(&PauseScope::Queue("batch:rp".into()), true, T0).unwrap();
+    assert!(j.pauses().unwrap().contains(&PauseScope::Queue("batch:rp".into())));
+    assert!(!j.active_queues(T0).unwrap().contains(&"batch:rp".to_string()));
+    assert!(ready(j, "batch:rp", T0).is_empty());
+    assert_eq!(j.claim(&[step], "n1", T0).unwrap(), vec![None], "a paused queue's step cannot be claimed");
+    assert_eq!(ready(j, "tenant:default", T0).len(), 1);
+    j.set_paused(&PauseScope::Queue("batch:rp".into()), false, T0).unwrap();
+    assert_eq!(ready(j, "batch:rp", T0)[0].job_id, x.id);
 }
 
 pub fn reclaim_takes_back_dead_owners_work(j: &dyn Journal) {

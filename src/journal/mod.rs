@@ -339,6 +339,8 @@ pub enum Finished {
 pub enum PauseScope {
     Stage(String),
     Tenant(String),
+    /// One queue, e.g. a batch's `batch:<id>` (a reprocess run), whatever its stages.
+    Queue(String),
 }
 
 /// Queue depth, per queue and stage.

@@ -7,10 +7,12 @@ use crate::journal::{
     ErrorInfo, Event, JobFilter, JobRecord, JobState, PauseScope, QueueStat, ReadyStep, Result, StepRecord, StepState,
 };
 
-/// SQL fragment: the step is ready at `?now` and neither its stage nor its tenant is paused.
+/// SQL fragment: the step is ready at `?now` and neither its stage, its tenant nor its queue is
+/// paused.
 pub(super) const READY: &str = "s.ready_at IS NOT NULL AND s.ready_at <= :now \
      AND s.stage NOT IN (SELECT name FROM pauses WHERE scope = 'stage') \
-     AND s.tenant NOT IN (SELECT name FROM pauses WHERE scope = 'tenant')";
+     AND s.tenant NOT IN (SELECT name FROM pauses WHERE scope = 'tenant') \
+     AND s.queue NOT IN (SELECT name FROM pauses WHERE scope = 'queue')";
 
 const JOB_COLS: &str =
     "seq, id, tenant, media_id, kind, queue, batch, params, state, created_at, updated_at, finished_at";
@@ -174,15 +176,19 @@ fn lanes(tx: &Transaction<'_>, queue: Option<&str>) -> Result<Vec<Lane>> {
     Ok(out)
 }
 
-fn paused_sets(tx: &Transaction<'_>) -> Result<(Vec<String>, Vec<String>)> {
-    let (mut stages, mut tenants) = (Vec::new(), Vec::new());
+/// Paused stages, tenants and queues.
+type Paused = (Vec<String>, Vec<String>, Vec<String>);
+
+fn paused_sets(tx: &Transaction<'_>) -> Result<Paused> {
+    let (mut stages, mut tenants, mut queues) = (Vec::new(), Vec::new(), Vec::new());
     for p in pauses(tx)? {
         match p {
             PauseScope::Stage(s) => stages.push(s),
             PauseScope::Tenant(t) => tenants.push(t),
+            PauseScope::Queue(q) => queues.push(q),
         }
     }
-    Ok((stages, tenants))
+    Ok((stages, tenants, queues))
 }
 
 /// Up to `limit` steps of one lane that are ready at `now`, in job order, read in index order.
@@ -209,12 +215,13 @@ fn lane_ready(tx: &Transaction<'_>, queue: &str, stage: &str, now: Millis, limit
 }
 
 pub(super) fn active_queues(tx: &Transaction<'_>, now: Millis) -> Result<Vec<String>> {
-    let (paused_stages, paused_tenants) = paused_sets(tx)?;
+    let (paused_stages, paused_tenants, paused_queues) = paused_sets(tx)?;
     let mut out: Vec<String> = Vec::new();
     for lane in lanes(tx, None)? {
         if out.last() == Some(&lane.queue)
             || paused_stages.contains(&lane.stage)
             || paused_tenants.contains(&lane.tenant)
+            || paused_queues.contains(&lane.queue)
         {
             continue;
         }
@@ -235,7 +242,10 @@ pub(super) fn ready_steps(
     if stages.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
-    let (paused_stages, paused_tenants) = paused_sets(tx)?;
+    let (paused_stages, paused_tenants, paused_queues) = paused_sets(tx)?;
+    if paused_queues.iter().any(|q| q == queue) {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     for lane in lanes(tx, Some(queue))? {
         if stages.contains(&lane.stage.as_str())
@@ -271,7 +281,11 @@ pub(super) fn pauses(tx: &Transaction<'_>) -> Result<Vec<PauseScope>> {
     let mut out = Vec::new();
     for row in rows {
         let (scope, name) = row?;
-        out.push(if scope == "stage" { PauseScope::Stage(name) } else { PauseScope::Tenant(name) });
+        out.push(match scope.as_str() {
+            "stage" => PauseScope::Stage(name),
+            "queue" => PauseScope::Queue(name),
+            _ => PauseScope::Tenant(name),
+        });
     }
     Ok(out)
 }

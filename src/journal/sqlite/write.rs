@@ -472,6 +472,7 @@ pub(super) fn set_paused(tx: &Transaction<'_>, scope: &PauseScope, paused: bool,
     let (kind, name) = match scope {
         PauseScope::Stage(n) => ("stage", n),
         PauseScope::Tenant(n) => ("tenant", n),
+        PauseScope::Queue(n) => ("queue", n),
     };
     if paused {
         tx.execute("INSERT OR IGNORE INTO pauses (scope, name, since) VALUES (?1, ?2, ?3)", params![kind, name, now])?;
