@@ -51,6 +51,7 @@ fn model_err(code: &str, message: impl std::fmt::Display) -> StepError {
 
 impl Models {
     pub fn new(opts: &ModelsOptions) -> Self {
+        crate::speech::onnx::set_intra_op_spinning(opts.intra_op_spinning);
         Self { opts: opts.clone(), speech: Mutex::new(None), embedder: Mutex::new(None) }
     }
 

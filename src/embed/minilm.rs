@@ -145,7 +145,9 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer, Error> {
 fn load_session(env: &Environment, model: &Path, threads: usize) -> Result<Session, Error> {
     let invalid = |reason: String| Error::ModelInvalid { path: model.to_path_buf(), reason };
     let builder = Session::builder(env).map_err(|e| invalid(e.to_string()))?;
-    let mut builder = builder.with_intra_threads(threads).map_err(|e| invalid(e.to_string()))?;
+    let builder = builder.with_intra_threads(threads).map_err(|e| invalid(e.to_string()))?;
+    let mut builder =
+        builder.with_intra_op_spinning(crate::speech::onnx::intra_op_spinning()).map_err(|e| invalid(e.to_string()))?;
     let session = builder.commit_from_file(model).map_err(|e| invalid(e.to_string()))?;
     let has_input = |name: &str| session.inputs().iter().any(|o| o.name() == name);
     if let Some(name) = INPUTS.iter().find(|n| !has_input(n)) {

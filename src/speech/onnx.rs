@@ -130,6 +130,23 @@ pub fn require_file(path: &Path) -> Result<(), SpeechError> {
     if path.is_file() { Ok(()) } else { Err(SpeechError::ModelMissing { path: path.to_path_buf() }) }
 }
 
+/// Whether ONNX Runtime's intra-op threads busy-wait for work (ONNX Runtime's default; ours is
+/// off) — see
+/// [`set_intra_op_spinning`].
+static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets intra-op spinning for every session built afterwards (`models.intra-op-spinning`). On a
+/// 2-vCPU node where transcode and transcription share the cores, spinning threads burn CPU that
+/// the other stage needs.
+pub fn set_intra_op_spinning(on: bool) {
+    SPINNING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current intra-op spinning setting.
+pub fn intra_op_spinning() -> bool {
+    SPINNING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Builds a CPU session for the ONNX file at `path` with `intra_threads` threads inside each
 /// operator (at least 1) and one inter-operator thread, all graph optimisations on.
 ///
@@ -145,6 +162,8 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, SpeechError
         .with_intra_threads(intra_threads.max(1))
         .map_err(options_error)?
         .with_inter_threads(1)
+        .map_err(options_error)?
+        .with_intra_op_spinning(intra_op_spinning())
         .map_err(options_error)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(options_error)?
