@@ -190,10 +190,17 @@ const STOPWORDS: &[&str] = &[
     "while", "who", "whom", "why", "will", "with", "would", "you", "your",
 ];
 
-/// Turns free text into an FTS5 query: every word quoted (so no query syntax leaks through),
-/// stopwords dropped (unless nothing else is left), joined with OR; BM25 ranks chunks matching
-/// more (and rarer) words first.
+/// The FTS5 query of free text before frequent terms are left out (see `lexical`): every word
+/// quoted (so no query syntax leaks through), stopwords dropped (unless nothing else is left),
+/// joined with OR; BM25 ranks chunks matching more (and rarer) words first.
+#[cfg(test)]
 fn fts_query(text: &str) -> Option<String> {
+    let terms = fts_terms(text);
+    (!terms.is_empty()).then(|| terms.join(" OR "))
+}
+
+/// The quoted FTS5 terms of free text: stopwords dropped unless nothing else is left.
+fn fts_terms(text: &str) -> Vec<String> {
     let words: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .map(|w| w.trim_matches('\'').to_lowercase())
@@ -201,8 +208,13 @@ fn fts_query(text: &str) -> Option<String> {
         .collect();
     let content: Vec<&String> = words.iter().filter(|w| !STOPWORDS.contains(&w.as_str())).collect();
     let chosen: Vec<&String> = if content.is_empty() { words.iter().collect() } else { content };
-    (!chosen.is_empty()).then(|| chosen.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(" OR "))
+    chosen.iter().map(|w| format!("\"{w}\"")).collect()
 }
+
+/// A query term matching more chunks than this is left out of the lexical query (the rarest term
+/// is always kept): BM25 gives such a term little weight, and scoring every chunk it matches is
+/// what made lexical search cost seconds at a million chunks.
+const FREQUENT_TERM_CHUNKS: i64 = 2000;
 
 impl Index {
     /// Opens (creating) the index file and loads every tenant's vectors into memory.
@@ -371,8 +383,24 @@ impl Index {
     }
 
     fn lexical(&self, q: &Query, k: usize) -> Result<Vec<(i64, f64)>> {
-        let Some(m) = fts_query(q.text) else { return Ok(Vec::new()) };
+        let terms = fts_terms(q.text);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
         let db = self.db.lock().map_err(|_| Error::Poisoned)?;
+        // How many chunks each term matches, counted only up to the cut (cheap: stops early).
+        let mut probe =
+            db.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)")?;
+        let mut counted = Vec::with_capacity(terms.len());
+        for t in &terms {
+            counted.push((probe.query_row(params![t, FREQUENT_TERM_CHUNKS + 1], |r| r.get::<_, i64>(0))?, t));
+        }
+        let mut kept: Vec<&String> =
+            counted.iter().filter(|(n, _)| *n <= FREQUENT_TERM_CHUNKS).map(|(_, t)| *t).collect();
+        if kept.is_empty() {
+            kept.extend(counted.iter().min_by_key(|(n, _)| *n).map(|(_, t)| *t));
+        }
+        let m = kept.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" OR ");
         let mut stmt = db.prepare_cached(
             "SELECT c.id, bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid
              WHERE chunks_fts MATCH ?1 AND c.tenant = ?2 AND (?3 IS NULL OR c.media_id = ?3)
@@ -502,6 +530,25 @@ mod tests {
             let found = want.iter().filter(|w| got.contains(w)).count();
             assert!(found >= 9, "probe {probe}: recall@10 {found}/10");
         }
+    }
+
+    /// A word in most chunks is left out of the lexical query when rarer words are there.
+    #[test]
+    fn frequent_words_are_left_out_of_lexical_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        let n = FREQUENT_TERM_CHUNKS as u64 + 100;
+        let chunks: Vec<NewChunk> =
+            (0..n).map(|i| chunk(i, if i % 500 == 7 { "sermon harvest" } else { "sermon words" }, i as f64)).collect();
+        ix.replace_media("t", "m", None, "test", &chunks).unwrap();
+        let q =
+            Query { tenant: "t", text: "sermon harvest", vector: None, k: 100, mode: Mode::Lexical, media_id: None };
+        let hits = ix.search(&q).unwrap();
+        assert_eq!(hits.len(), 5, "only the chunks with the rare word: {}", hits.len());
+        assert!(hits.iter().all(|h| h.text.contains("harvest")));
+        // Only frequent words: the rarest of them is used.
+        let q = Query { text: "sermon", ..q };
+        assert_eq!(ix.search(&q).unwrap().len(), 100);
     }
 
     #[test]
