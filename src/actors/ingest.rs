@@ -85,13 +85,10 @@ pub fn register(
     r.add_executor("embed", Arc::new(move |ctx: &StepContext| super::speech::run_embed(ctx, &m, &ix)));
 }
 
-/// The stored upload of the step's media, as a local file.
-fn source(ctx: &StepContext) -> Result<(String, PathBuf), StepError> {
-    let media = ctx
-        .step
-        .media_id
-        .clone()
-        .ok_or_else(|| StepError::permanent("invalid_job", "an ingest job needs a media id"))?;
+/// The stored upload of the step's media, as a local file (shared with the speech steps).
+pub(super) fn source(ctx: &StepContext) -> Result<(String, PathBuf), StepError> {
+    let media =
+        ctx.step.media_id.clone().ok_or_else(|| StepError::permanent("invalid_job", "this step needs a media id"))?;
     let key = format!("media/{media}/source");
     let path =
         ctx.blobs.local_path(&key).filter(|p| p.is_file()).ok_or_else(|| {
@@ -100,7 +97,7 @@ fn source(ctx: &StepContext) -> Result<(String, PathBuf), StepError> {
     Ok((media, path))
 }
 
-fn media_err(e: crate::media::Error) -> StepError {
+pub(super) fn media_err(e: crate::media::Error) -> StepError {
     StepError { transient: e.is_transient(), code: e.code().to_string(), message: e.to_string() }
 }
 

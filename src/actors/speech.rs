@@ -11,13 +11,14 @@
 //! that was running. Windows are cut deterministically from the audio, so the resumed transcript is
 //! the same as an uninterrupted one. The blobs are removed once `transcript.json` is written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::ingest::{media_err, source};
 use crate::config::ModelsOptions;
 use crate::embed::{Chunk, ChunkParams, Embedder, Seg, chunk_segments};
 use crate::engine::{StepContext, StepError, StepOutput};
@@ -94,25 +95,6 @@ impl Models {
         self.embedder()?;
         Ok(())
     }
-}
-
-/// The stored upload of the step's media, as a local file.
-fn source(ctx: &StepContext) -> Result<(String, PathBuf), StepError> {
-    let media = ctx
-        .step
-        .media_id
-        .clone()
-        .ok_or_else(|| StepError::permanent("invalid_job", "a speech step needs a media id"))?;
-    let key = format!("media/{media}/source");
-    let path =
-        ctx.blobs.local_path(&key).filter(|p| p.is_file()).ok_or_else(|| {
-            StepError::permanent("source_missing", format!("the upload of {media} is not in storage"))
-        })?;
-    Ok((media, path))
-}
-
-fn media_err(e: crate::media::Error) -> StepError {
-    StepError { transient: e.is_transient(), code: e.code().to_string(), message: e.to_string() }
 }
 
 fn internal(e: impl std::fmt::Display) -> StepError {
