@@ -107,9 +107,13 @@ struct MediaVectors {
 /// The search index (see the module docs).
 pub struct Index {
     db: Mutex<Connection>,
-    /// tenant → media → vectors.
-    mem: RwLock<HashMap<String, HashMap<String, MediaVectors>>>,
+    /// tenant → media → vectors, loaded on first use (so CLI commands that never search, such
+    /// as `jobs list`, do not read every vector at start-up).
+    mem: std::sync::OnceLock<RwLock<Vectors>>,
+    loading: Mutex<()>,
 }
+
+type Vectors = HashMap<String, HashMap<String, MediaVectors>>;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chunks (
@@ -217,15 +221,28 @@ fn fts_terms(text: &str) -> Vec<String> {
 const FREQUENT_TERM_CHUNKS: i64 = 2000;
 
 impl Index {
-    /// Opens (creating) the index file and loads every tenant's vectors into memory.
+    /// Opens (creating) the index file; every tenant's vectors are loaded into memory on first use.
     pub fn open(path: &Path) -> Result<Self> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
-        let mut mem: HashMap<String, HashMap<String, MediaVectors>> = HashMap::new();
+        Ok(Self { db: Mutex::new(db), mem: std::sync::OnceLock::new(), loading: Mutex::new(()) })
+    }
+
+    /// The in-memory vectors, read from SQLite the first time.
+    fn mem(&self) -> Result<&RwLock<Vectors>> {
+        if let Some(m) = self.mem.get() {
+            return Ok(m);
+        }
+        let _loading = self.loading.lock().map_err(|_| Error::Poisoned)?;
+        if let Some(m) = self.mem.get() {
+            return Ok(m);
+        }
+        let mut mem = Vectors::new();
         {
+            let db = self.db.lock().map_err(|_| Error::Poisoned)?;
             let mut stmt =
                 db.prepare("SELECT id, tenant, media_id, qvector, qscale FROM chunks ORDER BY media_id, seq")?;
             let mut rows = stmt.query([])?;
@@ -238,7 +255,7 @@ impl Index {
                 m.q.extend(q.iter().map(|&b| b as i8));
             }
         }
-        Ok(Self { db: Mutex::new(db), mem: RwLock::new(mem) })
+        Ok(self.mem.get_or_init(|| RwLock::new(mem)))
     }
 
     /// Replaces every chunk of `media_id` atomically (an empty list removes the media).
@@ -256,7 +273,7 @@ impl Index {
         let mut fresh = MediaVectors::default();
         // The write lock is held across the transaction and the swap: a search (which holds the
         // read lock from its first read to its last) sees the media before or after, never between.
-        let mut mem = self.mem.write().map_err(|_| Error::Poisoned)?;
+        let mut mem = self.mem()?.write().map_err(|_| Error::Poisoned)?;
         {
             let mut db = self.db.lock().map_err(|_| Error::Poisoned)?;
             let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -310,7 +327,11 @@ impl Index {
 
     /// Total chunks held in memory (all tenants).
     pub fn len(&self) -> usize {
-        self.mem.read().map(|m| m.values().flat_map(|t| t.values()).map(|v| v.ids.len()).sum()).unwrap_or(0)
+        self.mem()
+            .ok()
+            .and_then(|m| m.read().ok())
+            .map(|m| m.values().flat_map(|t| t.values()).map(|v| v.ids.len()).sum())
+            .unwrap_or(0)
     }
 
     /// True when no chunk is indexed.
@@ -321,7 +342,7 @@ impl Index {
     /// Runs a search; results are the tenant's only.
     pub fn search(&self, q: &Query) -> Result<Vec<Hit>> {
         let k = q.k.clamp(1, 100);
-        let mem = self.mem.read().map_err(|_| Error::Poisoned)?;
+        let mem = self.mem()?.read().map_err(|_| Error::Poisoned)?;
         let mem = &*mem;
         let ranked: Vec<(i64, f64)> = match (q.mode, q.vector) {
             (Mode::Lexical, _) | (Mode::Hybrid, None) => self.lexical(q, k)?,
@@ -336,13 +357,7 @@ impl Index {
         self.hits(&ranked)
     }
 
-    fn vector(
-        &self,
-        mem: &HashMap<String, HashMap<String, MediaVectors>>,
-        q: &Query,
-        v: &[f32],
-        k: usize,
-    ) -> Result<Vec<(i64, f64)>> {
+    fn vector(&self, mem: &Vectors, q: &Query, v: &[f32], k: usize) -> Result<Vec<(i64, f64)>> {
         if v.len() != DIM {
             return Err(Error::Dimensions { got: v.len() });
         }
