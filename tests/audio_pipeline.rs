@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Env, fixtures, http, http_json, multipart, wait_for};
+use common::{Env, fixtures, http, http_json, multipart, wait_job};
 use serde_json::Value;
 
 fn upload_raw(addr: &str, file: &Path, content_type: &str, extra: &[(&str, &str)]) -> (u16, Value) {
@@ -16,16 +16,6 @@ fn upload_raw(addr: &str, file: &Path, content_type: &str, extra: &[(&str, &str)
     let mut headers = vec![("Content-Type", content_type)];
     headers.extend_from_slice(extra);
     http_json(addr, "POST", "/v1/media", &headers, &bytes)
-}
-
-fn wait_job(addr: &str, job: &str, secs: u64) -> Value {
-    let mut last = Value::Null;
-    wait_for(secs, &format!("job {job} to end"), || {
-        let (_, v) = http_json(addr, "GET", &format!("/v1/jobs/{job}"), &[], b"");
-        last = v;
-        matches!(last["state"].as_str(), Some("succeeded" | "dead" | "cancelled"))
-    });
-    last
 }
 
 /// Runs ffmpeg/ffprobe; returns (success, stdout, stderr).

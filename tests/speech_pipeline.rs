@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Env, fixtures, http, http_json, models_dir, wait_for};
+use common::{Env, fixtures, http, http_json, models_dir, wait_for, wait_job};
 use serde_json::Value;
 
 fn upload(addr: &str, file: &Path, title: &str) -> Value {
@@ -18,16 +18,6 @@ fn upload(addr: &str, file: &Path, title: &str) -> Value {
     let (status, v) = http_json(addr, "POST", &format!("/v1/media?title={title}"), &[("Content-Type", ct)], &bytes);
     assert_eq!(status, 202, "{v}");
     v
-}
-
-fn wait_job(addr: &str, job: &str, secs: u64) -> Value {
-    let mut last = Value::Null;
-    wait_for(secs, &format!("job {job} to end"), || {
-        let (_, v) = http_json(addr, "GET", &format!("/v1/jobs/{job}"), &[], b"");
-        last = v;
-        matches!(last["state"].as_str(), Some("succeeded" | "dead" | "cancelled"))
-    });
-    last
 }
 
 fn step<'a>(job: &'a Value, name: &str) -> &'a Value {

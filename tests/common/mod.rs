@@ -234,9 +234,19 @@ pub fn read(path: &Path) -> String {
 
 /// The fetched models (`bash models/fetch.sh`; CI always fetches them): `LECTERN_MODELS_DIR` or the
 /// repository's `models/cache`.
-#[allow(dead_code)]
 pub fn models_dir() -> PathBuf {
     std::env::var_os("LECTERN_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache"))
+}
+
+/// Polls `GET /v1/jobs/{job}` until the job ends (succeeded, dead or cancelled); returns its JSON.
+pub fn wait_job(addr: &str, job: &str, secs: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_for(secs, &format!("job {job} to end"), || {
+        let (_, v) = http_json(addr, "GET", &format!("/v1/jobs/{job}"), &[], b"");
+        last = v;
+        matches!(last["state"].as_str(), Some("succeeded" | "dead" | "cancelled"))
+    });
+    last
 }
