@@ -88,16 +88,19 @@ pub fn run(app: &App, cmd: JobsCmd) -> CliResult {
             };
             bulk(app.each(&ids, App::retry), "retried", json)
         }
-        JobsCmd::Cancel { ids, batch, json } => {
-            let ids = match batch {
-                Some(b) => {
-                    let f = crate::journal::JobFilter { batch: Some(b), ..Default::default() };
-                    app.journal.jobs(&f)?.into_iter().filter(|j| !j.state.is_terminal()).map(|j| j.id).collect()
-                }
-                None => ids,
-            };
-            bulk(app.each(&ids, App::cancel), "cancelled", json)
-        }
+        JobsCmd::Cancel { ids, batch, json } => match batch {
+            Some(b) => {
+                let f = crate::journal::JobFilter { batch: Some(b), ..Default::default() };
+                let ids: Vec<String> =
+                    app.journal.jobs(&f)?.into_iter().filter(|j| !j.state.is_terminal()).map(|j| j.id).collect();
+                // A job of a running batch may finish between the listing and its cancel: that is
+                // the outcome the operator wanted anyway, not a failure of the bulk action.
+                let mut results = app.each(&ids, App::cancel);
+                results.retain(|r| r.ok || !ended_meanwhile(app, &r.id));
+                bulk(results, "cancelled", json)
+            }
+            None => bulk(app.each(&ids, App::cancel), "cancelled", json),
+        },
         JobsCmd::Enqueue { kind, tenant, params, batch, idempotency_key, json } => {
             let params = params
                 .map(|p| serde_json::from_str(&p))
@@ -195,6 +198,10 @@ fn timeline_line(e: &Event) -> String {
         s.push_str(&format!("  (retry at {})", rfc3339(t)));
     }
     s
+}
+
+fn ended_meanwhile(app: &App, id: &str) -> bool {
+    matches!(app.journal.job(id), Ok(Some(j)) if j.state.is_terminal())
 }
 
 fn bulk(results: Vec<ItemResult>, verb: &str, json: bool) -> CliResult {
