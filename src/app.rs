@@ -140,6 +140,43 @@ pub struct App {
     pub models: Arc<Models>,
     /// The search index (`index.sqlite` in the data dir), when opened.
     pub index: Option<Arc<Index>>,
+    /// Signs playback tokens of `signed` media (see [`crate::auth`]).
+    pub playback_key: Arc<[u8; 32]>,
+}
+
+/// A tenant just created: its key and secret are shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTenant {
+    pub tenant: String,
+    pub name: String,
+    pub api_key: String,
+    pub webhook_secret: String,
+}
+
+/// A media's playback policy: `public` HLS URLs, or `signed` ones that expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaybackPolicy {
+    #[default]
+    Public,
+    Signed,
+}
+
+impl PlaybackPolicy {
+    pub fn of(meta: &serde_json::Value) -> Self {
+        match meta.get("playback_policy").and_then(|p| p.as_str()) {
+            Some("signed") => Self::Signed,
+            _ => Self::Public,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "public" => Ok(Self::Public),
+            "signed" => Ok(Self::Signed),
+            other => Err(Error::Invalid(format!("playback_policy must be public or signed, not {other:?}"))),
+        }
+    }
 }
 
 impl App {
@@ -149,15 +186,83 @@ impl App {
         let index = Index::open(&config.index_path()).map_err(|e| Error::Journal(e.to_string()))?;
         let (models, index) = (Arc::new(Models::new(&config.models)), Arc::new(index));
         let registry = Registry::builtin(&config, &models, &index);
+        let key = crate::auth::load_playback_key(&config.data.dir)
+            .map_err(|e| Error::Journal(format!("cannot read or create the playback key: {e}")))?;
         let mut app = Self::with(Arc::new(journal), Arc::new(SystemClock), config, registry);
         app.models = models;
         app.index = Some(index);
+        app.playback_key = Arc::new(key);
+        app.ensure_default_secret()?;
         Ok(app)
     }
 
     pub fn with(journal: Arc<dyn Journal>, clock: SharedClock, config: Config, registry: Registry) -> Self {
         let models = Arc::new(Models::new(&config.models));
-        Self { journal, clock, config: Arc::new(config), registry, engine: None, models, index: None }
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        Self {
+            journal,
+            clock,
+            config: Arc::new(config),
+            registry,
+            engine: None,
+            models,
+            index: None,
+            playback_key: Arc::new(key),
+        }
+    }
+
+    /// The `default` tenant signs its webhooks too (made once, on first open of a data dir).
+    fn ensure_default_secret(&self) -> Result<()> {
+        if self.journal.webhook_secret(DEFAULT_TENANT)?.is_none() {
+            self.journal.set_webhook_secret_if_unset(DEFAULT_TENANT, &crate::auth::new_webhook_secret())?;
+        }
+        Ok(())
+    }
+
+    /// Creates a tenant with a fresh API key and webhook secret (returned this once).
+    pub fn create_tenant(&self, name: &str) -> Result<CreatedTenant> {
+        let (api_key, api_key_hash) = crate::auth::new_api_key();
+        let webhook_secret = crate::auth::new_webhook_secret();
+        let creds = journal::hooks::TenantCredentials {
+            api_key_hash: Some(api_key_hash),
+            webhook_secret: Some(webhook_secret.clone()),
+        };
+        let t = self.journal.create_tenant_with(name, &creds, self.now())?;
+        Ok(CreatedTenant { tenant: t.id, name: t.name, api_key, webhook_secret })
+    }
+
+    /// Whether the API is open (no operator key, no tenant key): see [`crate::auth`].
+    pub fn is_open(&self) -> Result<bool> {
+        Ok(self.config.admin.key.is_none() && !self.journal.any_api_key()?)
+    }
+
+    /// Who a bearer key belongs to: `Ok(None)` for no such key. The operator names the tenant it
+    /// acts for with `acting_for` (id or name).
+    pub fn authenticate(&self, key: &str, acting_for: Option<&str>) -> Result<Option<crate::auth::Caller>> {
+        if let Some(admin) = &self.config.admin.key
+            && crate::auth::constant_time_eq(
+                crate::auth::hash_key(admin).as_bytes(),
+                crate::auth::hash_key(key).as_bytes(),
+            )
+        {
+            let tenant = acting_for.map(|t| self.tenant_id(Some(t))).transpose()?;
+            return Ok(Some(crate::auth::Caller::operator(tenant)));
+        }
+        Ok(self.journal.tenant_by_key_hash(&crate::auth::hash_key(key))?.map(|t| crate::auth::Caller::tenant(t.id)))
+    }
+
+    /// The HLS master playlist URL of a media (path only), signed when its policy says so.
+    pub fn hls_url(&self, media_id: &str, meta: &serde_json::Value) -> String {
+        match PlaybackPolicy::of(meta) {
+            PlaybackPolicy::Public => format!("/hls/{media_id}/master.m3u8"),
+            PlaybackPolicy::Signed => {
+                let ttl = self.config.http.playback_token_ttl.as_secs() as i64;
+                let exp = self.now() / 1000 + ttl;
+                let token = crate::auth::playback_token(&self.playback_key, media_id, exp);
+                format!("/hls/{media_id}/{token}/master.m3u8")
+            }
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -211,17 +316,20 @@ impl App {
             media_id: req.media_id.as_deref(),
         };
         let hits = index.search(&q).map_err(|e| Error::Journal(e.to_string()))?;
-        let mut titles: std::collections::HashMap<String, Option<String>> = Default::default();
+        // Per media: its title and HLS URL (signed when its playback policy says so).
+        let mut media: std::collections::HashMap<String, (Option<String>, String)> = Default::default();
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
-            if !titles.contains_key(&h.media_id) {
-                let t = self.journal.media(&h.media_id)?.and_then(|m| m.title);
-                titles.insert(h.media_id.clone(), t);
+            if !media.contains_key(&h.media_id) {
+                let m = self.journal.media(&h.media_id)?;
+                let url = self.hls_url(&h.media_id, m.as_ref().map(|m| &m.meta).unwrap_or(&serde_json::Value::Null));
+                media.insert(h.media_id.clone(), (m.and_then(|m| m.title), url));
             }
             let start = (h.start_s * 10.0).floor() / 10.0;
+            let (title, url) = media[&h.media_id].clone();
             out.push(SearchHit {
-                play_url: format!("/hls/{}/master.m3u8#t={start}", h.media_id),
-                title: titles[&h.media_id].clone(),
+                play_url: format!("{url}#t={start}"),
+                title,
                 media_id: h.media_id,
                 start_s: h.start_s,
                 end_s: h.end_s,

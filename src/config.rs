@@ -49,11 +49,13 @@ pub struct Config {
 pub struct DataOptions {
     /// Where the journal (SQLite), media files and indexes live.
     pub dir: PathBuf,
+    /// `/readyz` answers 503 when the data dir's filesystem has fewer free bytes than this.
+    pub min_free_bytes: u64,
 }
 
 impl Default for DataOptions {
     fn default() -> Self {
-        Self { dir: PathBuf::from("./data") }
+        Self { dir: PathBuf::from("./data"), min_free_bytes: 512 * 1024 * 1024 }
     }
 }
 
@@ -62,11 +64,26 @@ impl Default for DataOptions {
 pub struct HttpOptions {
     /// Listen address.
     pub addr: String,
+    /// How long a playback URL of a `signed` media stays valid.
+    #[serde(with = "humantime_serde")]
+    pub playback_token_ttl: Duration,
+    /// Requests per second one tenant may make (token bucket refill rate); 0: no limit.
+    pub rate_per_tenant: f64,
+    /// Burst size of the per-tenant token bucket.
+    pub burst_per_tenant: u32,
+    /// Uploads one tenant may stream at once (beyond: 429).
+    pub uploads_per_tenant: usize,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8080".into() }
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            playback_token_ttl: Duration::from_secs(24 * 3600),
+            rate_per_tenant: 50.0,
+            burst_per_tenant: 200,
+            uploads_per_tenant: 4,
+        }
     }
 }
 
@@ -114,12 +131,35 @@ pub struct AdminOptions {
     pub key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WebhookOptions {
     /// Hosts or CIDRs webhooks may reach despite the private-address guard (comma-separated in env).
     #[serde(deserialize_with = "list_or_csv")]
     pub allow: Vec<String>,
+    /// Delay before the second attempt; each later one waits 4× longer (±20 % jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// The longest delay between attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Attempts before a delivery is given up (`exhausted`).
+    pub max_attempts: u32,
+    /// Time limit of one attempt (connect + answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            max_attempts: 12,
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

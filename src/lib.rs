@@ -7,10 +7,13 @@
 //! - [`actors`]: the scheduler, the supervised stage worker pools, the engine that owns them.
 //! - [`media`]: pure audio code: probe, decode, resample, loudness, limiter (no actors, no journal).
 //! - [`storage`]: blob storage with atomic writes.
+//! - [`webhooks`]: signed delivery of the journal's webhook outbox, behind the private-address guard.
+//! - [`auth`]: API keys, the caller's tenant scope, playback tokens.
 //! - [`config`], [`clock`], [`metrics`], [`telemetry`]: plumbing.
 
 pub mod actors;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -24,3 +27,4 @@ pub mod metrics;
 pub mod speech;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;

@@ -89,6 +89,13 @@ impl Models {
         Ok(e)
     }
 
+    /// Whether Whisper, VAD and the embedder are in memory.
+    pub fn loaded(&self) -> bool {
+        let speech = self.speech.lock().map(|s| s.is_some()).unwrap_or(false);
+        let embed = self.embedder.lock().map(|s| s.is_some()).unwrap_or(false);
+        speech && embed
+    }
+
     /// Loads every model now (at `serve` start): a missing or corrupt file is reported at once.
     pub fn preload(&self) -> Result<(), StepError> {
         self.speech()?;

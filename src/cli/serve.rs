@@ -30,6 +30,12 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Whether a listen address is loopback only (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(|c| c == '[' || c == ']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn run(config: Config) -> CliResult {
     crate::telemetry::init(&config.log);
     let dir = config.data.dir.clone();
@@ -49,6 +55,18 @@ pub fn run(config: Config) -> CliResult {
         app.models.preload().map_err(|e| format!("{} ({})", e.message, e.code))?;
         tracing::info!(dir = %app.models.dir().display(), asr = %app.config.models.asr, "models loaded");
     }
+    if app.is_open()? && !is_loopback(&addr) {
+        return Err(Failure {
+            message: format!(
+                "refusing to serve an open API on {addr}: set LECTERN_ADMIN_KEY (and create tenants with \
+                 `lectern tenants create NAME`), or listen on a loopback address"
+            ),
+            code: 2,
+        });
+    }
+    if app.is_open()? {
+        tracing::warn!(%addr, "no API keys yet: the API is open on loopback (set LECTERN_ADMIN_KEY to close it)");
+    }
     let system = actix::System::new();
     let result: Result<(), Failure> = system.block_on(async move {
         let metrics = Arc::new(Metrics::new());
@@ -63,6 +81,14 @@ pub fn run(config: Config) -> CliResult {
         tracing::info!(%addr, data_dir = %app.data_dir().display(), owner = engine.owner(), "lectern serving");
         app.engine = Some(engine.clone());
         let grace = app.config.scheduler.shutdown_grace;
+        let (stop_notifier, stopped) = tokio::sync::watch::channel(false);
+        let notifier = crate::webhooks::Notifier {
+            journal: app.journal.clone(),
+            opts: app.config.webhook.clone(),
+            metrics: metrics.clone(),
+            clock: app.clock.clone(),
+        };
+        let notifier = actix_rt::spawn(notifier.run(stopped));
         let server = http::server(http::State::new(app, metrics, blobs), &addr)
             .map_err(|e| format!("http server on {addr}: {e}"))?;
         let handle = server.handle();
@@ -77,6 +103,8 @@ pub fn run(config: Config) -> CliResult {
         };
         tracing::info!(grace_s = grace.as_secs_f64(), "stopping: asking running steps to stop");
         engine.shutdown(grace).await;
+        let _ = stop_notifier.send(true);
+        let _ = notifier.await;
         served.map_err(|e| format!("http server on {addr}: {e}"))?;
         tracing::info!("lectern stopped");
         Ok(())

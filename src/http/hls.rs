@@ -11,6 +11,8 @@
 //!   compressing would break byte ranges).
 //! - CORS for web players, with a preflight answer that allows `Range`.
 //! - Only names the packager writes are served: anything else, in any spelling, is a JSON 404.
+//! - Media with the `signed` playback policy play only under `/hls/{id}/s-<expiry>-<mac>/...` (see
+//!   [`crate::auth`]); the playlists' relative URIs keep the token for every rendition and segment.
 
 use actix_files::NamedFile;
 use actix_web::http::StatusCode;
@@ -18,6 +20,8 @@ use actix_web::http::header::{self, CacheControl, CacheDirective, ContentEncodin
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{ApiError, State};
+use crate::app::PlaybackPolicy;
+use crate::auth::{TokenError, verify_playback_token};
 
 /// What a path under `/hls/{media_id}/` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +78,16 @@ async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (media_id, tail) = path.into_inner();
-    let kind = if is_media_id(&media_id) { classify(&tail) } else { None }.ok_or_else(not_found)?;
+    if !is_media_id(&media_id) {
+        return Err(not_found());
+    }
+    // `s-<expiry>-<mac>/` in front of the file name: a signed playback URL.
+    let (token, tail) = match tail.split_once('/') {
+        Some((t, rest)) if t.starts_with("s-") => (Some(t.to_string()), rest.to_string()),
+        _ => (None, tail),
+    };
+    let kind = classify(&tail).ok_or_else(not_found)?;
+    check_playback(&state, &media_id, token.as_deref()).await?;
     let key = format!("hls/{media_id}/{tail}");
     let file = state.blobs.local_path(&key).ok_or_else(not_found)?;
     let (mime, cache): (&str, CacheControl) = match kind {
@@ -112,6 +125,44 @@ async fn get(
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
     cors(&mut resp);
     Ok(resp)
+}
+
+/// Public media play from any URL; `signed` media only from a valid, unexpired token URL.
+async fn check_playback(state: &web::Data<State>, media_id: &str, token: Option<&str>) -> Result<(), ApiError> {
+    let cached = state.auth.playback.lock().unwrap_or_else(|p| p.into_inner()).get(media_id).copied();
+    let policy = match cached {
+        Some(p) => p,
+        None => {
+            let id = media_id.to_string();
+            let media = super::blocking(state, move |app| Ok(app.journal.media(&id)?)).await?.ok_or_else(not_found)?;
+            let p = PlaybackPolicy::of(&media.meta);
+            let mut cache = state.auth.playback.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            cache.insert(media_id.to_string(), p);
+            p
+        }
+    };
+    let Some(token) = token else {
+        return match policy {
+            PlaybackPolicy::Public => Ok(()),
+            PlaybackPolicy::Signed => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "playback_token_required",
+                "this media plays only from its signed URL (links.hls of the media JSON)",
+            )),
+        };
+    };
+    match verify_playback_token(&state.app.playback_key, media_id, token, state.app.clock.now_ms()) {
+        Ok(()) => Ok(()),
+        Err(TokenError::Expired) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "playback_token_expired",
+            "the playback URL expired; fetch the media JSON for a fresh one",
+        )),
+        Err(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "playback_token_invalid", "the playback URL is not valid")),
+    }
 }
 
 async fn preflight() -> HttpResponse {

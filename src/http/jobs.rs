@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, State, blocking};
+use crate::auth::Caller;
 use crate::journal::JobState;
 
 #[derive(Debug, Deserialize)]
@@ -20,34 +21,53 @@ struct ListQuery {
 const MAX_PAGE: usize = 500;
 
 #[get("/v1/jobs")]
-async fn list(state: web::Data<State>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(state: web::Data<State>, caller: Caller, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let jobs = blocking(&state, move |app| app.jobs(q.state, q.tenant.as_deref(), limit, q.cursor)).await?;
+    let tenant = caller.scope(q.tenant.as_deref()).map(str::to_string);
+    let jobs = blocking(&state, move |app| app.jobs(q.state, tenant.as_deref(), limit, q.cursor)).await?;
     let next = if jobs.len() == limit { jobs.last().map(|j| j.seq) } else { None };
     let jobs: Vec<_> = jobs.iter().map(|j| j.to_contract_json()).collect();
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "next_cursor": next})))
 }
 
+/// The caller's job `id` (another tenant's answers 404 like a missing one).
+async fn own_job(state: &web::Data<State>, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let lookup = id.to_string();
+    match blocking(state, move |app| Ok(app.journal.job(&lookup)?)).await? {
+        Some(j) if caller.sees(&j.tenant) => Ok(()),
+        _ => Err(super::not_found("job", id)),
+    }
+}
+
 #[get("/v1/jobs/{id}")]
-async fn show(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn show(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let (job, events) = blocking(&state, move |app| app.job(&id)).await?;
+    own_job(&state, &caller, &id).await?;
+    let (job, events, deliveries) = blocking(&state, move |app| {
+        let (job, events) = app.job(&id)?;
+        let deliveries = app.journal.deliveries(&id)?;
+        Ok((job, events, deliveries))
+    })
+    .await?;
     let mut body = job.to_contract_json();
     body["events"] = serde_json::to_value(events).unwrap_or_default();
+    body["webhooks"] = serde_json::to_value(deliveries).unwrap_or_default();
     Ok(HttpResponse::Ok().json(body))
 }
 
 #[post("/v1/jobs/{id}/retry")]
-async fn retry(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn retry(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    own_job(&state, &caller, &id).await?;
     let job = blocking(&state, move |app| app.retry(&id)).await?;
     Ok(HttpResponse::Accepted().json(job.to_contract_json()))
 }
 
 #[post("/v1/jobs/{id}/cancel")]
-async fn cancel(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    own_job(&state, &caller, &id).await?;
     let job = blocking(&state, move |app| app.cancel(&id)).await?;
     Ok(HttpResponse::Accepted().json(job.to_contract_json()))
 }

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, State, Upload, accept_upload, blocking};
+use crate::app::PlaybackPolicy;
+use crate::auth::Caller;
 use crate::journal::{JobRecord, new_id};
 use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
 
@@ -32,6 +34,10 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 struct UploadQuery {
     title: Option<String>,
     callback_url: Option<String>,
+    /// `public` (default) or `signed`.
+    playback_policy: Option<String>,
+    /// The operator uploads for this tenant (id or name); tenants always upload for themselves.
+    tenant: Option<String>,
 }
 
 fn err(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
@@ -156,7 +162,7 @@ async fn text_field(field: &mut actix_multipart::Field) -> Result<String, ApiErr
     String::from_utf8(out).map_err(|_| err(StatusCode::BAD_REQUEST, "invalid_multipart", "a text field is not UTF-8"))
 }
 
-fn accepted(job: &JobRecord, existing: bool) -> HttpResponse {
+fn accepted(job: &JobRecord, existing: bool, hls: String) -> HttpResponse {
     let media = job.media_id.clone().unwrap_or_default();
     HttpResponse::Accepted().json(json!({
         "media_id": media,
@@ -165,22 +171,40 @@ fn accepted(job: &JobRecord, existing: bool) -> HttpResponse {
         "links": {
             "media": format!("/v1/media/{media}"),
             "job": format!("/v1/jobs/{}", job.id),
-            "hls": format!("/hls/{media}/master.m3u8"),
+            "hls": hls,
             "waveform": format!("/v1/media/{media}/waveform.json"),
         },
     }))
 }
 
+/// The tenant an upload is for: the caller's own, or the one the operator names.
+async fn upload_tenant(state: &web::Data<State>, caller: &Caller, asked: Option<String>) -> Result<String, ApiError> {
+    match asked {
+        Some(t) if caller.admin => Ok(blocking(state, move |app| app.tenant_id(Some(&t))).await?),
+        _ => Ok(caller.tenant.clone()),
+    }
+}
+
+/// The HLS link of a media just accepted (signed when its policy says so).
+async fn hls_link(state: &web::Data<State>, job: &JobRecord) -> Result<String, ApiError> {
+    let id = job.media_id.clone().unwrap_or_default();
+    blocking(state, move |app| {
+        let meta = app.journal.media(&id)?.map(|m| m.meta).unwrap_or_default();
+        Ok(app.hls_url(&id, &meta))
+    })
+    .await
+}
+
 #[post("/v1/media")]
 async fn upload(
     req: HttpRequest,
+    caller: Caller,
     mut payload: web::Payload,
     state: web::Data<State>,
     query: web::Query<UploadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = state.uploads.clone().try_acquire_owned().map_err(|_| {
-        err(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many uploads in progress; retry shortly").retry_after(5)
-    })?;
+    let tenant = upload_tenant(&state, &caller, query.tenant.clone()).await?;
+    let _slot = state.upload_slot(&tenant)?;
     let max = state.app.config.upload.max_bytes;
     let key = match req.headers().get("Idempotency-Key") {
         Some(v) => {
@@ -194,11 +218,11 @@ async fn upload(
         }
         None => None,
     };
-    let tenant = state.app.tenant_id(None)?;
     if let Some(k) = key.clone() {
         let (t, now) = (tenant.clone(), state.app.clock.now_ms());
         if let Some(job) = blocking(&state, move |app| Ok(app.journal.idempotent_job(&t, &k, now)?)).await? {
-            return Ok(accepted(&job, true));
+            let hls = hls_link(&state, &job).await?;
+            return Ok(accepted(&job, true, hls));
         }
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -210,6 +234,7 @@ async fn upload(
     let staging_dir = state.blobs.staging_dir().unwrap_or_else(|| state.app.data_dir().join("staging"));
     let mut staged = Staging::new(staging_dir, max)?;
     let (mut title, mut callback_url, mut filename) = (query.title.clone(), query.callback_url.clone(), None);
+    let mut policy = query.playback_policy.clone();
 
     if mime == "multipart/form-data" {
         let mut form = actix_multipart::Multipart::new(req.headers(), payload);
@@ -228,6 +253,7 @@ async fn upload(
                 }
                 "title" => title = Some(text_field(&mut field).await?),
                 "callback_url" => callback_url = Some(text_field(&mut field).await?),
+                "playback_policy" => policy = Some(text_field(&mut field).await?),
                 other => {
                     let other = other.to_string();
                     return Err(err(
@@ -253,16 +279,31 @@ async fn upload(
             "send multipart/form-data with a `file` field, or a raw audio/* or application/octet-stream body",
         ));
     }
+    let policy = match policy.as_deref() {
+        None | Some("") => PlaybackPolicy::Public,
+        Some(p) => PlaybackPolicy::parse(p).map_err(ApiError::from)?,
+    };
+    let callback_url = callback_url.filter(|u| !u.is_empty());
+    if let Some(url) = callback_url.clone() {
+        let guard = state.guard.clone();
+        web::block(move || guard.admit(&url))
+            .await?
+            .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_callback_url", e.to_string()))?;
+    }
     let (bytes, sha256) = staged.finish().await?;
 
     let meta = json!({
         "upload": {"bytes": bytes, "sha256": sha256, "content_type": mime, "filename": filename},
         "callback_url": callback_url,
+        "playback_policy": policy,
     });
+    let metric_tenant = tenant.clone();
     let up = Upload { tenant, idempotency_key: key, staged: staged.path.clone(), keep_staged: false, title, meta };
     let enqueued = accept_upload(&state, up).await?;
+    state.metrics.add(crate::metrics::UPLOAD_BYTES, &[("tenant", &metric_tenant)], bytes as f64);
     tracing::info!(media.id = ?enqueued.job.media_id, job.id = %enqueued.job.id, bytes, "upload accepted");
-    Ok(accepted(&enqueued.job, enqueued.existing))
+    let hls = hls_link(&state, &enqueued.job).await?;
+    Ok(accepted(&enqueued.job, enqueued.existing, hls))
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,7 +313,7 @@ struct ListQuery {
 }
 
 /// The media JSON: the record, what its ingest job found out, and where to get things.
-fn media_json(m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
+fn media_json(app: &crate::app::App, m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
     let probe = job.and_then(|j| j.step("probe")).and_then(|s| s.output.clone()).unwrap_or(Value::Null);
     let transcode = job.and_then(|j| j.step("transcode")).and_then(|s| s.output.clone()).unwrap_or(Value::Null);
     let get = |k: &str| probe.get(k).cloned().unwrap_or(Value::Null);
@@ -285,8 +326,9 @@ fn media_json(m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
         "tags": get("tags"), "has_cover_art": get("has_cover_art"),
         "loudness": transcode.get("loudness").cloned().unwrap_or(Value::Null),
         "upload": m.meta.get("upload").cloned().unwrap_or(Value::Null),
+        "playback_policy": PlaybackPolicy::of(&m.meta),
         "links": {
-            "hls": format!("/hls/{}/master.m3u8", m.id),
+            "hls": app.hls_url(&m.id, &m.meta),
             "waveform": format!("/v1/media/{}/waveform.json", m.id),
             "transcripts": {
                 "json": format!("/v1/media/{}/transcript.json", m.id),
@@ -298,29 +340,41 @@ fn media_json(m: &crate::journal::Media, job: Option<&JobRecord>) -> Value {
     })
 }
 
+/// The caller's media `id`: another tenant's answers 404 like a missing one.
+pub(super) async fn own_media(
+    state: &web::Data<State>,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::journal::Media, ApiError> {
+    let lookup = id.to_string();
+    match blocking(state, move |app| Ok(app.journal.media(&lookup)?)).await? {
+        Some(m) if caller.sees(&m.tenant) => Ok(m),
+        _ => Err(super::not_found("media", id)),
+    }
+}
+
 #[get("/v1/media/{id}")]
-async fn show(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (m, job) = blocking(&state, move |app| {
-        let m = app.journal.media(&id)?.ok_or_else(|| crate::app::Error::NotFound { what: "media", id: id.clone() })?;
+async fn show(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let m = own_media(&state, &caller, &id).await?;
+    let (body, _) = blocking(&state, move |app| {
         let job = app.latest_job_of_media(&m.id)?;
-        Ok((m, job))
+        Ok((media_json(app, &m, job.as_ref()), ()))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(media_json(&m, job.as_ref())))
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[get("/v1/media")]
-async fn list(state: web::Data<State>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(state: web::Data<State>, caller: Caller, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let tenant = caller.tenant.clone();
     let items = blocking(&state, move |app| {
-        let tenant = app.tenant_id(None)?;
         let media = app.journal.media_list(&tenant, limit)?;
         media
             .into_iter()
             .map(|m| {
                 let job = app.latest_job_of_media(&m.id)?;
-                Ok(media_json(&m, job.as_ref()))
+                Ok(media_json(app, &m, job.as_ref()))
             })
             .collect::<crate::app::Result<Vec<_>>>()
     })
@@ -330,13 +384,10 @@ async fn list(state: web::Data<State>, q: web::Query<ListQuery>) -> Result<HttpR
 
 /// The BBC audiowaveform JSON peaks, written by the transcode step.
 #[get("/v1/media/{id}/waveform.json")]
-async fn waveform(state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn waveform(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let missing = || err(StatusCode::NOT_FOUND, "not_found", "no waveform for this media (yet)");
-    let lookup = id.clone();
-    if blocking(&state, move |app| Ok(app.journal.media(&lookup)?)).await?.is_none() {
-        return Err(missing());
-    }
+    own_media(&state, &caller, &id).await?;
     let blobs = state.blobs.clone();
     let bytes = web::block(move || blobs.get(&format!("media/{id}/waveform.json"))).await?.map_err(|_| missing())?;
     Ok(HttpResponse::Ok()

@@ -1,6 +1,8 @@
 //! The HTTP API: a thin face over [`crate::app`]. Every error answers
 //! `{"error": {"code", "message"}}` with a fitting status, extractor errors included.
 
+mod admin;
+pub mod auth;
 mod hls;
 mod jobs;
 mod media;
@@ -25,13 +27,65 @@ pub struct State {
     pub blobs: Arc<dyn crate::storage::BlobStore>,
     /// One permit per upload streaming now (`upload.max-in-flight`).
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Uploads streaming now, per tenant (`http.uploads-per-tenant`).
+    pub tenant_uploads: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Key caches and per-tenant rate limits.
+    pub auth: Arc<auth::AuthState>,
+    /// Checks callback and endpoint URLs when they are registered.
+    pub guard: Arc<crate::webhooks::Guard>,
 }
 
 impl State {
     pub fn new(app: App, metrics: Arc<Metrics>, blobs: Arc<dyn crate::storage::BlobStore>) -> Self {
         let uploads = Arc::new(tokio::sync::Semaphore::new(app.config.upload.max_in_flight));
-        Self { app, metrics, blobs, uploads }
+        let guard = Arc::new(crate::webhooks::Guard::new(&app.config.webhook));
+        Self { app, metrics, blobs, uploads, tenant_uploads: Default::default(), auth: Default::default(), guard }
     }
+
+    /// Takes one of the tenant's upload slots (and one of the server's), or answers 429/503.
+    pub fn upload_slot(&self, tenant: &str) -> Result<UploadSlot, ApiError> {
+        let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many uploads in progress; retry shortly")
+                .retry_after(5)
+        })?;
+        let cap = self.app.config.http.uploads_per_tenant;
+        let mut map = self.tenant_uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(tenant.to_string()).or_default();
+        if *n >= cap {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!("at most {cap} uploads at once per tenant; retry when one finishes"),
+            )
+            .retry_after(5));
+        }
+        *n += 1;
+        Ok(UploadSlot { map: self.tenant_uploads.clone(), tenant: tenant.to_string(), _permit: permit })
+    }
+}
+
+/// An upload in progress: frees its tenant slot and server permit when dropped.
+pub struct UploadSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    tenant: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// 404 for a resource of another tenant, exactly as for one that does not exist.
+pub fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found: {id}"))
 }
 
 /// An API error: a status, a snake_case code, a sentence.
@@ -146,8 +200,11 @@ pub(crate) async fn accept_upload(state: &web::Data<State>, up: Upload) -> Resul
             .retry_after(30)
     })?;
     let title = up.title.filter(|t| !t.trim().is_empty());
+    // The job carries the callback: the journal fans each of its events out to it.
+    let params = up.meta.get("callback_url").filter(|u| u.is_string()).map(|u| json!({"callback_url": u}));
     let req = app::EnqueueRequest {
         kind: "ingest".into(),
+        params,
         tenant: Some(up.tenant),
         idempotency_key: up.idempotency_key,
         new_media: Some(crate::journal::NewMedia { id: media_id, title, meta: up.meta }),
@@ -179,6 +236,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_query", e)))
     .app_data(web::PathConfig::default().error_handler(|e, _| json_error(StatusCode::BAD_REQUEST, "invalid_path", e)))
     .configure(ops::configure)
+    .configure(admin::configure)
     .configure(jobs::configure)
     .configure(hls::configure)
     .configure(media::configure)
@@ -195,9 +253,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn server(state: State, addr: &str) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     Ok(actix_web::HttpServer::new(move || {
+        let metrics = data.metrics.clone();
         actix_web::App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::Compress::default())
+            .wrap_fn(move |req, srv| {
+                // Requests by route pattern (not raw path: ids would explode the label set).
+                let started = std::time::Instant::now();
+                let metrics = metrics.clone();
+                let method = req.method().to_string();
+                let fut = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let res = fut.await?;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let status = res.status().as_u16().to_string();
+                    let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", status.as_str())];
+                    metrics.inc(crate::metrics::HTTP_REQUESTS, &labels);
+                    metrics.observe(
+                        crate::metrics::HTTP_SECONDS,
+                        &[("route", route.as_str())],
+                        started.elapsed().as_secs_f64(),
+                    );
+                    Ok(res)
+                }
+            })
             .configure(configure)
     })
     .workers(2)

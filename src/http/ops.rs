@@ -3,38 +3,102 @@
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
+use super::auth::require_admin;
 use super::{ApiError, State, blocking};
+use crate::auth::Caller;
 
 #[get("/healthz")]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the journal answers and the engine runs.
-#[get("/readyz")]
-async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    blocking(&state, |app| Ok(app.journal.pauses()?)).await?;
-    let engine = match &state.app.engine {
-        Some(e) => e.observe().await.is_some(),
-        None => false,
-    };
-    if !engine {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the job engine is not running",
-        ));
-    }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "journal": "ok", "engine": "ok"})))
+/// Free bytes on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Ready when the journal takes a write, the engine runs, the models are loaded (when speech is
+/// on) and the data dir's disk has more than `data.min-free-bytes` free. Each check is named.
+#[get("/readyz")]
+async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let journal = blocking(&state, |app| {
+        // A real write (a no-op pause toggle of nothing would still take the write lock): an
+        // immediate transaction proves the file is writable and not locked out.
+        app.journal.set_paused(&crate::journal::PauseScope::Queue("readyz:probe".into()), false, app.clock.now_ms())?;
+        Ok(())
+    })
+    .await
+    .map(|_| "ok".to_string())
+    .unwrap_or_else(|e| format!("failed: {}", e.message));
+    let engine = match &state.app.engine {
+        Some(e) if e.observe().await.is_some() => "ok",
+        _ => "not running",
+    };
+    let models = if !state.app.config.models.speech {
+        "off"
+    } else if state.app.models.loaded() {
+        "ok"
+    } else {
+        "not loaded"
+    };
+    let floor = state.app.config.data.min_free_bytes;
+    let free = free_bytes(state.app.data_dir());
+    let disk = match free {
+        Some(f) if f >= floor => "ok",
+        Some(_) => "low",
+        None => "unknown",
+    };
+    let ok = journal == "ok" && engine == "ok" && models != "not loaded" && disk != "low";
+    let body = json!({"status": if ok { "ready" } else { "not_ready" }, "journal": journal, "engine": engine,
+                      "models": models, "disk": disk, "disk_free_bytes": free, "disk_floor_bytes": floor});
+    if !ok {
+        let mut resp = HttpResponse::ServiceUnavailable();
+        return Ok(resp.json(json!({"error": {"code": "not_ready", "message": format!(
+            "not ready: journal {journal}, engine {engine}, models {models}, disk {disk}")}, "checks": body})));
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Prometheus text format; the operator key once the API is closed (it names tenants).
 #[get("/metrics")]
-async fn metrics(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+async fn metrics(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let stats = blocking(&state, |app| {
+        let now = app.clock.now_ms();
+        Ok((app.journal.queue_stats(now)?, now))
+    })
+    .await;
+    // Queue gauges are computed from the journal at scrape time (shared by every process).
+    if let Ok((stats, now)) = stats {
+        let mut depth = Vec::new();
+        let mut oldest = Vec::new();
+        for s in &stats {
+            let labels = crate::metrics::owned_labels(&[("stage", &s.stage), ("tenant", &s.tenant)]);
+            depth.push((labels.clone(), (s.ready + s.waiting_retry) as f64));
+            oldest.push((labels, s.oldest_ready_at.map(|t| (now - t).max(0) as f64 / 1e3).unwrap_or(0.0)));
+        }
+        state.metrics.replace(crate::metrics::QUEUE_DEPTH, merge(depth, |a, b| a + b));
+        state.metrics.replace(crate::metrics::QUEUE_OLDEST, merge(oldest, f64::max));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render()))
+}
+
+/// Several queues (a tenant's own and its batches) share stage + tenant labels: combine them.
+fn merge(
+    series: Vec<(Vec<(&'static str, String)>, f64)>,
+    f: fn(f64, f64) -> f64,
+) -> Vec<(Vec<(&'static str, String)>, f64)> {
+    let mut m: std::collections::BTreeMap<Vec<(&'static str, String)>, f64> = Default::default();
+    for (l, v) in series {
+        m.entry(l).and_modify(|x| *x = f(*x, v)).or_insert(v);
+    }
+    m.into_iter().collect()
 }
 
 #[get("/debug/pipeline")]
-async fn pipeline(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn pipeline(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
     let snap = match &state.app.engine {
         Some(e) => e.observe().await,
         None => None,

@@ -7,12 +7,17 @@ use serde_json::json;
 
 use super::{ApiError, State, blocking};
 use crate::app::SearchRequest;
+use crate::auth::Caller;
 use crate::index::Mode;
 use crate::speech::transcript::Transcript;
 
 /// The transcript in one of its formats: the stored podcast-namespace JSON, WebVTT or SubRip.
 #[get("/v1/media/{id}/transcript.{format}")]
-async fn transcript(state: web::Data<State>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn transcript(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, format) = path.into_inner();
     let content_type = match format.as_str() {
         "json" => "application/json",
@@ -20,11 +25,7 @@ async fn transcript(state: web::Data<State>, path: web::Path<(String, String)>) 
         "srt" => "application/x-subrip; charset=utf-8",
         _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "transcripts are .json, .vtt or .srt")),
     };
-    let lookup = id.clone();
-    let tenant_media = blocking(&state, move |app| Ok(app.journal.media(&lookup)?)).await?;
-    if tenant_media.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no media {id}")));
-    }
+    super::media::own_media(&state, &caller, &id).await?;
     let blobs = state.blobs.clone();
     let key = format!("media/{id}/transcript.json");
     let bytes = web::block(move || blobs.get(&key))
@@ -55,7 +56,7 @@ struct SearchQuery {
 }
 
 #[get("/v1/search")]
-async fn search(state: web::Data<State>, q: web::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
+async fn search(state: web::Data<State>, caller: Caller, q: web::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let mode: Mode = match q.mode.as_deref() {
         None => Mode::Hybrid,
@@ -65,7 +66,7 @@ async fn search(state: web::Data<State>, q: web::Query<SearchQuery>) -> Result<H
     if !(1..=100).contains(&k) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "k must be between 1 and 100"));
     }
-    let req = SearchRequest { tenant: None, query: q.q, k, mode, media_id: q.media_id };
+    let req = SearchRequest { tenant: Some(caller.tenant.clone()), query: q.q, k, mode, media_id: q.media_id };
     let results = blocking(&state, move |app| app.search(&req)).await?;
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }

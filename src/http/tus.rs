@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, State, Upload, accept_upload};
+use crate::auth::Caller;
 use crate::journal::new_id;
 use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
 
@@ -75,10 +76,14 @@ fn paths(state: &State, id: &str) -> Result<(PathBuf, PathBuf), ApiError> {
     Ok((d.join(format!("{id}.part")), d.join(format!("{id}.json"))))
 }
 
-fn load(state: &State, id: &str) -> Result<(Info, u64, PathBuf, PathBuf), ApiError> {
+/// The caller's upload `id` (another tenant's answers 404 like a missing one).
+fn load(state: &State, caller: &Caller, id: &str) -> Result<(Info, u64, PathBuf, PathBuf), ApiError> {
     let (data, side) = paths(state, id)?;
     let missing = || tus_err(StatusCode::NOT_FOUND, "not_found", "no such upload");
     let info: Info = serde_json::from_slice(&std::fs::read(&side).map_err(|_| missing())?).map_err(|_| missing())?;
+    if !caller.sees(&info.tenant) {
+        return Err(missing());
+    }
     let offset = std::fs::metadata(&data).map_err(|_| missing())?.len();
     Ok((info, offset, data, side))
 }
@@ -144,7 +149,7 @@ async fn options() -> HttpResponse {
         .finish()
 }
 
-async fn create(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
     let max = state.app.config.upload.max_bytes;
     let length =
@@ -169,9 +174,18 @@ async fn create(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
         Some(raw) => parse_metadata(raw)?,
         None => Default::default(),
     };
+    if let Some(p) = metadata.get("playback_policy") {
+        crate::app::PlaybackPolicy::parse(p).map_err(ApiError::from)?;
+    }
+    if let Some(url) = metadata.get("callback_url").filter(|u| !u.is_empty()).cloned() {
+        let guard = state.guard.clone();
+        web::block(move || guard.admit(&url))
+            .await?
+            .map_err(|e| tus_err(StatusCode::BAD_REQUEST, "invalid_callback_url", e.to_string()))?;
+    }
     let info = Info {
         id: new_id("upl"),
-        tenant: state.app.tenant_id(None)?,
+        tenant: caller.tenant.clone(),
         length,
         metadata,
         sniffed: false,
@@ -192,9 +206,14 @@ async fn create(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     Ok(with_tus(HttpResponse::Created()).insert_header((header::LOCATION, format!("/v1/uploads/{}", info.id))).finish())
 }
 
-async fn head(req: HttpRequest, state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn head(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
-    let (info, offset, _, _) = load(&state, &id)?;
+    let (info, offset, _, _) = load(&state, &caller, &id)?;
     let mut resp = with_tus(HttpResponse::Ok());
     resp.insert_header(("Upload-Offset", offset.to_string()))
         .insert_header(("Upload-Length", info.length.to_string()))
@@ -207,6 +226,7 @@ async fn head(req: HttpRequest, state: web::Data<State>, id: web::Path<String>) 
 
 async fn patch(
     req: HttpRequest,
+    caller: Caller,
     mut payload: web::Payload,
     state: web::Data<State>,
     id: web::Path<String>,
@@ -222,7 +242,8 @@ async fn patch(
     }
     let _busy = Busy::take(&id)
         .ok_or_else(|| tus_err(StatusCode::CONFLICT, "upload_busy", "another PATCH of this upload is in progress"))?;
-    let (mut info, offset, data, side) = load(&state, &id)?;
+    let (mut info, offset, data, side) = load(&state, &caller, &id)?;
+    let _slot = state.upload_slot(&info.tenant)?;
     let claimed = req.headers().get("Upload-Offset").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if claimed != Some(offset) {
         return Err(tus_err(StatusCode::CONFLICT, "offset_mismatch", format!("the upload is at offset {offset}")));
@@ -308,7 +329,8 @@ async fn finish(
     let meta = serde_json::json!({
         "upload": {"bytes": info.length, "via": "tus", "upload_id": info.id,
                    "filename": info.metadata.get("filename"), "content_type": info.metadata.get("filetype")},
-        "callback_url": info.metadata.get("callback_url"),
+        "callback_url": info.metadata.get("callback_url").filter(|u| !u.is_empty()),
+        "playback_policy": info.metadata.get("playback_policy").map(String::as_str).unwrap_or("public"),
     });
     let up = Upload {
         tenant: info.tenant.clone(),
@@ -326,11 +348,16 @@ async fn finish(
     Ok((media, e.job.id))
 }
 
-async fn terminate(req: HttpRequest, state: web::Data<State>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn terminate(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
+    let (_, _, data, side) = load(&state, &caller, &id)?;
     let _busy = Busy::take(&id)
         .ok_or_else(|| tus_err(StatusCode::CONFLICT, "upload_busy", "a PATCH of this upload is in progress"))?;
-    let (_, _, data, side) = load(&state, &id)?;
     web::block(move || {
         let _ = std::fs::remove_file(data);
         let _ = std::fs::remove_file(side);

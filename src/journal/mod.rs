@@ -7,6 +7,7 @@
 //!
 //! Every backend passes the suite in [`conformance_tests`].
 
+pub mod hooks;
 mod schema;
 pub mod sqlite;
 
@@ -381,7 +382,31 @@ pub enum ReclaimScope {
 /// it returns.
 pub trait Journal: Send + Sync + 'static {
     // ---- tenants and media ----
-    fn create_tenant(&self, name: &str, now: Millis) -> Result<Tenant>;
+    fn create_tenant(&self, name: &str, now: Millis) -> Result<Tenant> {
+        self.create_tenant_with(name, &hooks::TenantCredentials::default(), now)
+    }
+    /// Creates a tenant with the hash of its API key and its webhook signing secret.
+    fn create_tenant_with(&self, name: &str, creds: &hooks::TenantCredentials, now: Millis) -> Result<Tenant>;
+    /// The tenant whose API key hashes to `hash` (SHA-256, hex).
+    fn tenant_by_key_hash(&self, hash: &str) -> Result<Option<Tenant>>;
+    /// Whether any tenant has an API key (the API stops being open once one does).
+    fn any_api_key(&self) -> Result<bool>;
+    fn webhook_secret(&self, tenant: &str) -> Result<Option<String>>;
+    fn set_webhook_secret_if_unset(&self, tenant: &str, secret: &str) -> Result<()>;
+
+    // ---- webhooks ----
+    fn create_endpoint(&self, ep: &hooks::Endpoint) -> Result<()>;
+    /// A tenant's endpoints (`None`: every endpoint, operator ones included).
+    fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<hooks::Endpoint>>;
+    fn delete_endpoint(&self, id: &str) -> Result<()>;
+    /// Claims up to `limit` due deliveries (each attempt counted and leased for
+    /// [`sqlite::DELIVERY_LEASE_MS`], so a crash mid-request retries it later).
+    fn claim_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<hooks::Delivery>>;
+    /// Records how an attempt went, with a `webhook` event in the job's timeline.
+    fn record_delivery(&self, d: &hooks::Delivery, r: &hooks::AttemptResult, now: Millis) -> Result<()>;
+    fn deliveries(&self, job_id: &str) -> Result<Vec<hooks::DeliveryRecord>>;
+    /// The earliest pending delivery's due time.
+    fn next_delivery_at(&self) -> Result<Option<Millis>>;
     /// Looks a tenant up by id or by name.
     fn tenant(&self, id_or_name: &str) -> Result<Option<Tenant>>;
     fn tenants(&self) -> Result<Vec<Tenant>>;

@@ -103,6 +103,46 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX jobs_media ON jobs(media_id, seq) WHERE media_id IS NOT NULL;
     "#,
+    // v3: API keys (SHA-256 of the key, never the key), webhook secrets, webhook endpoints and the
+    // delivery outbox (rows written in the same transaction as the timeline event they announce).
+    r#"
+    ALTER TABLE tenants ADD COLUMN api_key_hash TEXT;
+    ALTER TABLE tenants ADD COLUMN webhook_secret TEXT;
+    CREATE UNIQUE INDEX tenants_key ON tenants(api_key_hash) WHERE api_key_hash IS NOT NULL;
+
+    CREATE TABLE webhook_endpoints (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT,            -- NULL: an operator endpoint that hears every tenant
+        url         TEXT NOT NULL,
+        events      TEXT,            -- JSON array of event types; NULL: all
+        codes       TEXT,            -- JSON array of error codes; NULL: any
+        secret      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints(tenant);
+
+    CREATE TABLE deliveries (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,   -- the `webhook-id`, the same on every attempt
+        dedupe       TEXT NOT NULL UNIQUE,   -- job, event occurrence, destination
+        tenant       TEXT NOT NULL,
+        job_seq      INTEGER NOT NULL REFERENCES jobs(seq),
+        endpoint_id  TEXT,                   -- NULL: the upload's callback_url
+        url          TEXT NOT NULL,
+        secret       TEXT NOT NULL,
+        event_type   TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        state        TEXT NOT NULL,          -- pending | delivered | exhausted
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      INTEGER,
+        last_status  INTEGER,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL,
+        finished_at  INTEGER
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_job ON deliveries(job_seq, seq);
+    "#,
 ];
 
 /// The schema version this binary writes.

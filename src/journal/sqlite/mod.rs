@@ -5,8 +5,11 @@
 //! `BEGIN IMMEDIATE` transaction, so several processes (the server and the CLI) can share the file:
 //! writers queue on SQLite's lock (`busy_timeout`) instead of failing on an upgrade deadlock.
 
+mod hooks;
 mod read;
 mod write;
+
+pub use hooks::DELIVERY_LEASE_MS;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -115,7 +118,12 @@ fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
 }
 
 impl SqliteJournal {
-    pub(crate) fn create_tenant_impl(&self, name: &str, now: Millis) -> Result<Tenant> {
+    pub(crate) fn create_tenant_impl(
+        &self,
+        name: &str,
+        creds: &super::hooks::TenantCredentials,
+        now: Millis,
+    ) -> Result<Tenant> {
         let name = name.trim();
         if name.is_empty() || name.len() > 100 {
             return Err(Error::Invalid("a tenant name must be 1 to 100 characters".into()));
@@ -127,7 +135,10 @@ impl SqliteJournal {
                 return Err(Error::Conflict(format!("tenant {name} already exists")));
             }
             let t = Tenant { id: super::new_id("ten"), name: name.to_string(), created_at: now };
-            tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)", params![t.id, t.name, now])?;
+            tx.execute(
+                "INSERT INTO tenants (id, name, created_at, api_key_hash, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.id, t.name, now, creds.api_key_hash, creds.webhook_secret],
+            )?;
             Ok(t)
         })
     }
@@ -207,8 +218,41 @@ impl SqliteJournal {
 }
 
 impl super::Journal for SqliteJournal {
-    fn create_tenant(&self, name: &str, now: Millis) -> Result<Tenant> {
-        self.create_tenant_impl(name, now)
+    fn create_tenant_with(&self, name: &str, creds: &super::hooks::TenantCredentials, now: Millis) -> Result<Tenant> {
+        self.create_tenant_impl(name, creds, now)
+    }
+    fn tenant_by_key_hash(&self, hash: &str) -> Result<Option<Tenant>> {
+        self.tenant_by_key_hash_impl(hash)
+    }
+    fn any_api_key(&self) -> Result<bool> {
+        self.any_api_key_impl()
+    }
+    fn webhook_secret(&self, tenant: &str) -> Result<Option<String>> {
+        self.webhook_secret_impl(tenant)
+    }
+    fn set_webhook_secret_if_unset(&self, tenant: &str, secret: &str) -> Result<()> {
+        self.set_webhook_secret_if_unset_impl(tenant, secret)
+    }
+    fn create_endpoint(&self, ep: &super::hooks::Endpoint) -> Result<()> {
+        self.create_endpoint_impl(ep)
+    }
+    fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<super::hooks::Endpoint>> {
+        self.endpoints_impl(tenant)
+    }
+    fn delete_endpoint(&self, id: &str) -> Result<()> {
+        self.delete_endpoint_impl(id)
+    }
+    fn claim_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<super::hooks::Delivery>> {
+        self.claim_deliveries_impl(now, limit)
+    }
+    fn record_delivery(&self, d: &super::hooks::Delivery, r: &super::hooks::AttemptResult, now: Millis) -> Result<()> {
+        self.record_delivery_impl(d, r, now)
+    }
+    fn deliveries(&self, job_id: &str) -> Result<Vec<super::hooks::DeliveryRecord>> {
+        self.deliveries_impl(job_id)
+    }
+    fn next_delivery_at(&self) -> Result<Option<Millis>> {
+        self.next_delivery_at_impl()
     }
     fn tenant(&self, id_or_name: &str) -> Result<Option<Tenant>> {
         self.tenant_impl(id_or_name)

@@ -35,9 +35,18 @@ fn event(tx: &Transaction<'_>, job_seq: i64, now: Millis, e: EventRow<'_>) -> Re
         e.kind,
         e.error.map(|x| &x.code),
         e.error.map(|x| &x.message),
-        e.detail.map(|d| d.to_string()),
+        e.detail.as_ref().map(|d| d.to_string()),
     ])?;
-    Ok(())
+    let announced = super::hooks::Announced {
+        job_seq,
+        event_seq: tx.last_insert_rowid(),
+        kind: e.kind,
+        step: e.step,
+        error: e.error,
+        detail: e.detail.as_ref(),
+        now,
+    };
+    super::hooks::fan_out(tx, &announced)
 }
 
 fn job_event(tx: &Transaction<'_>, job_seq: i64, now: Millis, kind: &str) -> Result<()> {
