@@ -325,6 +325,7 @@ impl Notifier {
             .header("webhook-id", &d.id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
+            .header("traceparent", crate::telemetry::traceparent(&d.job_id, "notify", d.attempt))
             .body(d.payload.clone())
             .send()
             .await

@@ -454,7 +454,26 @@ impl Scheduler {
             Outcome::Failed { retry_at: None, .. } => "dead",
             Outcome::Cancelled => "cancelled",
         };
-        self.d.metrics.inc(metrics::STEP_ATTEMPTS, &[("stage", &run.stage), ("outcome", label)]);
+        let m = &self.d.metrics;
+        m.inc(metrics::STEP_ATTEMPTS, &[("stage", &run.stage), ("outcome", label)]);
+        m.observe(metrics::STEP_DURATION, &[("stage", &run.stage), ("outcome", label)], secs);
+        match &outcome {
+            Outcome::Failed { error, retry_at: Some(_) } => {
+                m.inc(metrics::STEP_RETRIES, &[("stage", &run.stage), ("code", &error.code)]);
+            }
+            Outcome::Failed { error, retry_at: None } => {
+                m.inc(metrics::JOBS_DEAD, &[("stage", &run.stage), ("code", &error.code)]);
+            }
+            // The real-time factor of a whole (not resumed) transcription.
+            Outcome::Succeeded { output: Some(out), .. } if run.stage == "transcribe" => {
+                if let (Some(rtf), Some(0)) =
+                    (out.get("rtf").and_then(|r| r.as_f64()), out.get("windows_resumed").and_then(|r| r.as_u64()))
+                {
+                    m.observe(metrics::TRANSCRIBE_RTF, &[], rtf);
+                }
+            }
+            _ => {}
+        }
         tracing::info!(job.id = %key.job_id, step = %key.step, attempt = key.attempt, outcome = label, "attempt ended");
         self.done.push((key, outcome));
         if !self.flush_scheduled {

@@ -60,8 +60,10 @@ impl Handler<RunStep> for StageWorker {
 
     fn handle(&mut self, RunStep(step): RunStep, ctx: &mut SyncContext<Self>) -> Attempted {
         let a = step.attempt();
+        // One trace per job (its W3C trace id is the job id's 128 bits), one span per attempt.
+        let (trace_id, span_id) = crate::telemetry::trace_ids(&a.job_id, &a.step, a.attempt);
         let span = tracing::info_span!("step", job.id = %a.job_id, step = %a.step, attempt = a.attempt,
-            stage = %self.stage);
+            stage = %self.stage, trace_id = %trace_id, span_id = %span_id);
         let _guard = span.enter();
         let started = Instant::now();
         tracing::debug!("step started");

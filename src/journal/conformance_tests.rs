@@ -384,6 +384,86 @@ pub fn media_records_and_meta(j: &dyn Journal) {
     assert!(matches!(j.update_media_meta("med_nope", &json!({})), Err(Error::NotFound { .. })));
 }
 
+pub fn api_keys_and_endpoints(j: &dyn Journal) {
+    let creds =
+        hooks::TenantCredentials { api_key_hash: Some("ab".repeat(32)), webhook_secret: Some("whsec_c2VjcmV0".into()) };
+    assert!(!j.any_api_key().unwrap());
+    let t = j.create_tenant_with("keyed", &creds, T0).unwrap();
+    assert!(j.any_api_key().unwrap());
+    assert_eq!(j.tenant_by_key_hash(&"ab".repeat(32)).unwrap().map(|x| x.id), Some(t.id.clone()));
+    assert_eq!(j.tenant_by_key_hash(&"cd".repeat(32)).unwrap(), None);
+    assert_eq!(j.webhook_secret(&t.id).unwrap().as_deref(), Some("whsec_c2VjcmV0"));
+    j.set_webhook_secret_if_unset(&t.id, "whsec_other").unwrap();
+    assert_eq!(j.webhook_secret(&t.id).unwrap().as_deref(), Some("whsec_c2VjcmV0"), "never overwritten");
+    let ep = |id: &str, tenant: Option<&str>| hooks::Endpoint {
+        id: id.into(),
+        tenant: tenant.map(String::from),
+        url: "https://hooks.example/x".into(),
+        events: vec!["job.dead".into()],
+        codes: vec![],
+        secret: "whsec_ZQ==".into(),
+        created_at: T0,
+    };
+    j.create_endpoint(&ep("whe_a", Some(&t.id))).unwrap();
+    j.create_endpoint(&ep("whe_ops", None)).unwrap();
+    assert_eq!(j.endpoints(Some(&t.id)).unwrap().len(), 1, "a tenant sees its own");
+    assert_eq!(j.endpoints(None).unwrap().len(), 2, "the operator sees all");
+    j.delete_endpoint("whe_a").unwrap();
+    assert!(matches!(j.delete_endpoint("whe_a"), Err(Error::NotFound { .. })));
+}
+
+pub fn events_fan_out_to_durable_deliveries(j: &dyn Journal) {
+    let creds = hooks::TenantCredentials { api_key_hash: None, webhook_secret: Some("whsec_c2VjcmV0".into()) };
+    let t = j.create_tenant_with("hooked", &creds, T0).unwrap();
+    let alert = hooks::Endpoint {
+        id: "whe_alert".into(),
+        tenant: None,
+        url: "https://ops.example/alert".into(),
+        events: vec![],
+        codes: vec!["unsupported_audio".into()],
+        secret: "whsec_ZQ==".into(),
+        created_at: T0,
+    };
+    j.create_endpoint(&alert).unwrap();
+    let mut job = new_job(&t.id);
+    job.params = json!({"callback_url": "https://hooks.example/cb"});
+    let id = j.enqueue(job, T0).unwrap().job.id;
+    let p = claim_one(j, &id, "probe", T0 + 1);
+    j.record_event(&p.attempt, "media.ready", Some(json!({"media_id": "med_x"})), T0 + 2).unwrap();
+    j.record_event(&p.attempt, "media.ready", Some(json!({"media_id": "med_x"})), T0 + 3).unwrap();
+    let err = ErrorInfo::new("unsupported_audio", "cannot decode");
+    j.finish(&[(p.attempt.clone(), Outcome::Failed { error: err, retry_at: None })], T0 + 4).unwrap();
+    let mut ds = j.deliveries(&id).unwrap();
+    ds.sort_by(|a, b| (&a.event_type, &a.endpoint_id).cmp(&(&b.event_type, &b.endpoint_id)));
+    let got: Vec<_> = ds.iter().map(|d| (d.event_type.as_str(), d.endpoint_id.as_deref())).collect();
+    assert_eq!(
+        got,
+        [("job.dead", None), ("job.dead", Some("whe_alert")), ("media.ready", None)],
+        "callback hears all (media.ready once), the code-filtered endpoint only the dead job"
+    );
+    // Claimed: attempt counted and leased; not due again until the lease ends.
+    let claimed = j.claim_deliveries(T0 + 5, 10).unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|d| d.attempt == 1 && d.job_id == id));
+    assert!(j.claim_deliveries(T0 + 6, 10).unwrap().is_empty(), "leased");
+    let dead = claimed.iter().find(|d| d.event_type == "job.dead" && d.endpoint_id.is_none()).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&dead.payload).unwrap();
+    assert_eq!(body["type"], "job.dead");
+    assert_eq!(body["data"]["error"]["code"], "unsupported_audio");
+    let retry =
+        hooks::AttemptResult { status: Some(500), latency_ms: 3, error: Some("500".into()), retry_at: Some(T0 + 7) };
+    j.record_delivery(dead, &retry, T0 + 6).unwrap();
+    let again = j.claim_deliveries(T0 + 8, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id.as_str(), again[0].attempt), (dead.id.as_str(), 2), "same webhook-id, next attempt");
+    let ok = hooks::AttemptResult { status: Some(204), latency_ms: 2, error: None, retry_at: None };
+    j.record_delivery(&again[0], &ok, T0 + 9).unwrap();
+    let d = j.deliveries(&id).unwrap().into_iter().find(|d| d.id == dead.id).unwrap();
+    assert_eq!((d.state.as_str(), d.attempts, d.last_status), ("delivered", 2, Some(204)));
+    let webhook_events = j.events(&id).unwrap().into_iter().filter(|e| e.kind == "webhook").count();
+    assert_eq!(webhook_events, 2, "each attempt is in the timeline");
+}
+
 /// Generates one `#[test]` per conformance case for a backend.
 #[macro_export]
 macro_rules! journal_conformance_tests {
@@ -398,7 +478,7 @@ macro_rules! journal_conformance_tests {
             pause_hides_stage_and_tenant_without_losing_work, reclaim_takes_back_dead_owners_work,
             release_requeues_without_charging_the_budget, steps_can_record_events,
             queue_stats_count_depth_and_age, listing_filters_and_pages, media_records_and_meta,
-            a_media_record_commits_with_its_job);
+            a_media_record_commits_with_its_job, api_keys_and_endpoints, events_fan_out_to_durable_deliveries);
 
         #[test]
         fn conformance_committed_state_survives_reopen() {

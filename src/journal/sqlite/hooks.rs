@@ -99,6 +99,20 @@ pub(super) fn fan_out(tx: &Transaction<'_>, e: &Announced<'_>) -> Result<()> {
         _ => {
             let mut body = e.detail.cloned().unwrap_or_else(|| serde_json::json!({}));
             body["job_id"] = job_id.clone().into();
+            if let Some(media) = body.get("media_id").and_then(|m| m.as_str()).map(str::to_string) {
+                // A signed media's playable URL carries a token: the integrator gets it from the
+                // media JSON (links.hls), not from a webhook that may be logged or forwarded.
+                let meta: Option<String> = tx
+                    .prepare_cached("SELECT meta FROM media WHERE id = ?1")?
+                    .query_row([&media], |r| r.get(0))
+                    .optional()?;
+                if meta.is_some_and(|m| m.contains("\"playback_policy\":\"signed\""))
+                    && let Some(o) = body.as_object_mut()
+                {
+                    o.remove("hls");
+                }
+                body["links"] = serde_json::json!({"media": format!("/v1/media/{media}")});
+            }
             body
         }
     };
