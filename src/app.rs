@@ -291,8 +291,8 @@ impl App {
         if req.query.trim().is_empty() {
             return Err(Error::Invalid("the query is empty".into()));
         }
-        if req.query.len() > 2000 {
-            return Err(Error::Invalid("the query is longer than 2000 bytes".into()));
+        if req.query.chars().count() > 2000 {
+            return Err(Error::Invalid("the query is longer than 2000 characters".into()));
         }
         let vector = match req.mode {
             crate::index::Mode::Lexical => None,

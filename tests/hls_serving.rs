@@ -10,7 +10,7 @@ use lectern::clock::SystemClock;
 use lectern::config::Config;
 use lectern::engine::Registry;
 use lectern::http::{State, configure};
-use lectern::journal::SqliteJournal;
+use lectern::journal::{DEFAULT_TENANT, Journal, NewJob, NewMedia, SqliteJournal, StepSpec};
 use lectern::metrics::Metrics;
 use lectern::storage::{BlobStore, LocalFs};
 
@@ -27,6 +27,18 @@ fn fixture(dir: &std::path::Path) -> (App, Arc<LocalFs>, Vec<u8>) {
     blobs.put(&format!("hls/{MEDIA}/a64/seg-00000.m4s"), &seg).unwrap();
     blobs.put("journal.db", b"secret").unwrap();
     let journal = Arc::new(SqliteJournal::open(&dir.join("journal.db")).unwrap());
+    // A public media record: HLS is served only for media the journal knows (and its policy).
+    let job = NewJob {
+        tenant: DEFAULT_TENANT.into(),
+        media_id: None,
+        kind: "ingest".into(),
+        params: serde_json::json!({}),
+        batch: None,
+        idempotency_key: None,
+        steps: vec![StepSpec { name: "probe".into(), stage: "probe".into(), deps: vec![] }],
+        new_media: Some(NewMedia { id: MEDIA.into(), title: None, meta: serde_json::json!({}) }),
+    };
+    journal.enqueue(job, 0).unwrap();
     let app = App::with(journal, Arc::new(SystemClock), Config::default(), Registry::new());
     (app, blobs, seg)
 }
@@ -105,6 +117,19 @@ async fn playlists_and_segments_have_the_right_headers() {
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(h(&part, header::CONTENT_RANGE), "bytes 100-1099/10000");
     assert_eq!(test::read_body(part).await.as_ref(), &seg[100..1100]);
+
+    // Another unit is ignored (RFC 9110 §14.2); a byte range past the end is a JSON 416.
+    let range = |r: &'static str| {
+        test::TestRequest::get().uri(&format!("/hls/{MEDIA}/a64/seg-00000.m4s")).insert_header((header::RANGE, r))
+    };
+    let whole = test::call_service(&svc, range("items=0-5").to_request()).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    let past = test::call_service(&svc, range("bytes=20000-").to_request()).await;
+    assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h(&past, header::CONTENT_RANGE), "bytes */10000");
+    assert_eq!(h(&past, header::CACHE_CONTROL), "", "an error is not cached");
+    let body: serde_json::Value = serde_json::from_slice(&test::read_body(past).await).unwrap();
+    assert_eq!(body["error"]["code"], "range_not_satisfiable", "{body}");
 
     let again = test::call_service(
         &svc,

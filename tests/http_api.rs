@@ -128,7 +128,7 @@ async fn every_failure_is_a_json_error() {
         (test::TestRequest::get().uri("/v1/jobs?limit=many"), StatusCode::BAD_REQUEST, "invalid_query"),
         (test::TestRequest::get().uri("/v1/jobs?sneaky=1"), StatusCode::BAD_REQUEST, "invalid_query"),
         (test::TestRequest::get().uri("/v1/nothing-here"), StatusCode::NOT_FOUND, "not_found"),
-        (test::TestRequest::delete().uri("/v1/jobs"), StatusCode::NOT_FOUND, "not_found"),
+        (test::TestRequest::delete().uri("/v1/jobs"), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         (test::TestRequest::get().uri("/readyz"), StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     ] {
         let (got, body) = call(&svc, req).await;

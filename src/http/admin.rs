@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::require_admin;
+use super::openapi::schemas as s;
+use super::openapi::{BadRequest, CallerErrors, Conflict, Forbidden, NotFound};
 use super::{ApiError, State, blocking};
 use crate::auth::Caller;
 use crate::journal::PauseScope;
@@ -24,6 +26,19 @@ struct NewTenant {
     name: String,
 }
 
+/// Creates a tenant (operator key); its API key and webhook secret are shown this once.
+#[utoipa::path(
+    tag = "admin",
+    operation_id = "create_tenant",
+    request_body = s::NewTenant,
+    responses(
+        (status = 201, description = "Created", body = s::CreatedTenant),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        CallerErrors,
+    ),
+)]
 #[post("/v1/tenants")]
 async fn create_tenant(
     state: web::Data<State>,
@@ -36,6 +51,16 @@ async fn create_tenant(
     Ok(HttpResponse::Created().json(created))
 }
 
+/// Every tenant (operator key).
+#[utoipa::path(
+    tag = "admin",
+    operation_id = "list_tenants",
+    responses(
+        (status = 200, description = "Tenants", body = s::TenantList),
+        (status = 403, response = Forbidden),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/tenants")]
 async fn list_tenants(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -43,6 +68,16 @@ async fn list_tenants(state: web::Data<State>, caller: Caller) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
 }
 
+/// Queue depths per queue and stage (operator key).
+#[utoipa::path(
+    tag = "admin",
+    operation_id = "list_queues",
+    responses(
+        (status = 200, description = "Queues and stages", body = s::Queues),
+        (status = 403, response = Forbidden),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/queues")]
 async fn queues(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -86,11 +121,37 @@ async fn set_paused(
     Ok(HttpResponse::Ok().json(json!({ "paused": paused, "scope": scope })))
 }
 
+/// Pauses a stage, a tenant or a batch (operator key): nothing new of it starts.
+#[utoipa::path(
+    tag = "admin",
+    operation_id = "pause_queue",
+    request_body = s::PauseRequest,
+    responses(
+        (status = 200, description = "Paused", body = s::Paused),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[post("/v1/queues/pause")]
 async fn pause(state: web::Data<State>, caller: Caller, body: web::Json<PauseBody>) -> Result<HttpResponse, ApiError> {
     set_paused(state, caller, body, true).await
 }
 
+/// Resumes a paused stage, tenant or batch (operator key).
+#[utoipa::path(
+    tag = "admin",
+    operation_id = "resume_queue",
+    request_body = s::PauseRequest,
+    responses(
+        (status = 200, description = "Resumed", body = s::Paused),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[post("/v1/queues/resume")]
 async fn resume(state: web::Data<State>, caller: Caller, body: web::Json<PauseBody>) -> Result<HttpResponse, ApiError> {
     set_paused(state, caller, body, false).await
@@ -117,6 +178,18 @@ fn endpoint_json(ep: &Endpoint) -> serde_json::Value {
            "codes": ep.codes, "created_at": crate::clock::rfc3339(ep.created_at)})
 }
 
+/// Registers a webhook endpoint; its signing secret is shown this once.
+#[utoipa::path(
+    tag = "webhooks",
+    operation_id = "create_webhook",
+    request_body = s::NewEndpoint,
+    responses(
+        (status = 201, description = "Registered", body = s::CreatedEndpoint),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[post("/v1/webhooks")]
 async fn create_endpoint(
     state: web::Data<State>,
@@ -157,6 +230,15 @@ async fn create_endpoint(
     Ok(HttpResponse::Created().json(body))
 }
 
+/// The caller's webhook endpoints (the operator: all of them).
+#[utoipa::path(
+    tag = "webhooks",
+    operation_id = "list_webhooks",
+    responses(
+        (status = 200, description = "Endpoints", body = s::EndpointList),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/webhooks")]
 async fn list_endpoints(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let tenant = (!caller.admin).then(|| caller.tenant.clone());
@@ -164,6 +246,17 @@ async fn list_endpoints(state: web::Data<State>, caller: Caller) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({ "webhooks": eps.iter().map(endpoint_json).collect::<Vec<_>>() })))
 }
 
+/// Removes a webhook endpoint: it hears no further events.
+#[utoipa::path(
+    tag = "webhooks",
+    operation_id = "delete_webhook",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[delete("/v1/webhooks/{id}")]
 async fn delete_endpoint(
     state: web::Data<State>,
@@ -183,6 +276,11 @@ async fn delete_endpoint(
     blocking(&state, move |app| Ok(app.journal.delete_endpoint(&id)?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The operations `configure` registers, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_tenant, list_tenants, queues, pause, resume, create_endpoint, list_endpoints, delete_endpoint))]
+pub(super) struct Api;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_tenant)

@@ -9,6 +9,8 @@
 //!   (no `#EXT-X-ENDLIST`) must be re-read by players (`max-age=1`), a finished one for 5 minutes.
 //! - Playlists are gzipped when asked (`Accept-Encoding`); segments never (already compressed, and
 //!   compressing would break byte ranges).
+//! - A `Range` that is not a `bytes=` range is ignored (RFC 9110 §14.2: unknown units must be);
+//!   an unsatisfiable byte range answers a JSON 416 with `Content-Range: bytes */<length>`.
 //! - CORS for web players, with a preflight answer that allows `Range`.
 //! - Only names the packager writes are served: anything else, in any spelling, is a JSON 404.
 //! - Media with the `signed` playback policy play only under `/hls/{id}/s-<expiry>-<mac>/...` (see
@@ -19,6 +21,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective, ContentEncoding, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::openapi::schemas as s;
+use super::openapi::{Forbidden, NotFound, Unavailable};
 use super::{ApiError, State};
 use crate::app::PlaybackPolicy;
 use crate::auth::{TokenError, verify_playback_token};
@@ -72,6 +76,37 @@ fn cors(resp: &mut HttpResponse) {
     );
 }
 
+/// A playlist, init segment or media segment of a media's HLS renditions.
+///
+/// `tail` is `master.m3u8` or `<rendition>/{index.m3u8, init.mp4, seg-NNNNN.m4s}`, behind
+/// `s-<expiry>-<mac>/` for `signed` media (the URL in the media's `links.hls`). Byte ranges,
+/// `ETag` and `Last-Modified` revalidation are supported.
+#[utoipa::path(
+    method(get, head),
+    path = "/hls/{media_id}/{tail}",
+    tag = "hls",
+    operation_id = "get_hls_file",
+    security(()),
+    params(
+        ("media_id" = String, Path, pattern = "^med_[0-9a-f]{32}$", description = "Media id"),
+        ("tail" = String, Path, example = "master.m3u8",
+            description = "The file under the media's HLS directory (may contain `/`)"),
+        s::RangeHeader,
+    ),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "application/vnd.apple.mpegurl"),
+            (s::Binary = "audio/mp4"),
+        )),
+        (status = 206, description = "The requested range", content((s::Binary = "audio/mp4"))),
+        (status = 304, description = "Not modified since the validator sent"),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 416, description = "The byte range is malformed or outside the file", body = s::ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */<length>`"))),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get(
     req: HttpRequest,
     state: web::Data<State>,
@@ -122,7 +157,22 @@ async fn get(
         named
     };
     let mut resp = named.into_response(&req);
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
+    if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        let range = resp.headers().get(header::CONTENT_RANGE).cloned();
+        let e = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            "the byte range is malformed or outside the file",
+        );
+        resp = actix_web::ResponseError::error_response(&e);
+        if let Some(range) = range {
+            resp.headers_mut().insert(header::CONTENT_RANGE, range);
+        }
+    }
+    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        // Not on a 416: a cache must not keep an error for a year.
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
+    }
     cors(&mut resp);
     Ok(resp)
 }
@@ -165,6 +215,16 @@ async fn check_playback(state: &web::Data<State>, media_id: &str, token: Option<
     }
 }
 
+/// CORS preflight for web players.
+#[utoipa::path(
+    options,
+    path = "/hls/{media_id}/{tail}",
+    tag = "hls",
+    operation_id = "hls_preflight",
+    security(()),
+    params(("media_id" = String, Path), ("tail" = String, Path)),
+    responses((status = 204, description = "Allowed methods and headers")),
+)]
 async fn preflight() -> HttpResponse {
     let mut resp = HttpResponse::NoContent()
         .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"))
@@ -175,12 +235,30 @@ async fn preflight() -> HttpResponse {
     resp
 }
 
+/// The operations `configure` registers, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get, preflight))]
+pub(super) struct Api;
+
+/// Drops a `Range` header of another unit than `bytes` (or not ASCII): it is ignored, not refused.
+fn drop_foreign_range(req: &mut actix_web::dev::ServiceRequest) {
+    let ours = req.headers().get(header::RANGE).is_none_or(|v| v.to_str().is_ok_and(|r| r.starts_with("bytes=")));
+    if !ours {
+        req.headers_mut().remove(header::RANGE);
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hls/{media_id}/{tail:.*}")
+            .wrap_fn(|mut req, srv| {
+                drop_foreign_range(&mut req);
+                actix_web::dev::Service::call(srv, req)
+            })
             .route(web::get().to(get))
             .route(web::head().to(get))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(super::fallback)),
     );
 }
 

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::openapi::schemas as s;
+use super::openapi::{BadRequest, CallerErrors, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType};
 use super::{ApiError, State, Upload, accept_upload, blocking};
 use crate::app::PlaybackPolicy;
 use crate::auth::Caller;
@@ -29,12 +31,16 @@ const MAX_TEXT_FIELD: usize = 2048;
 /// Longest accepted idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The media's title (a form field of the same name wins).
     title: Option<String>,
+    /// A URL that hears this upload's webhook events.
     callback_url: Option<String>,
     /// `public` (default) or `signed`.
+    #[param(value_type = Option<s::PlaybackPolicy>)]
     playback_policy: Option<String>,
     /// The operator uploads for this tenant (id or name); tenants always upload for themselves.
     tenant: Option<String>,
@@ -195,6 +201,32 @@ async fn hls_link(state: &web::Data<State>, job: &JobRecord) -> Result<String, A
     .await
 }
 
+/// Uploads an audio file; answers once it is stored durably and its ingest job is committed.
+///
+/// Either a `multipart/form-data` form with a `file` field, or the raw file as the body. The first
+/// MiB is sniffed before the rest is accepted: anything but a supported audio file is refused (415).
+#[utoipa::path(
+    tag = "media",
+    operation_id = "upload_media",
+    params(UploadQuery, s::UploadHeaders),
+    request_body(
+        description = "The audio file",
+        content(
+            (s::UploadForm = "multipart/form-data"),
+            (s::Binary = "audio/*"),
+            (s::Binary = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: stored, and its ingest job committed", body = s::Accepted),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 507, response = InsufficientStorage),
+        CallerErrors,
+    ),
+)]
 #[post("/v1/media")]
 async fn upload(
     req: HttpRequest,
@@ -208,7 +240,10 @@ async fn upload(
     let max = state.app.config.upload.max_bytes;
     let key = match req.headers().get("Idempotency-Key") {
         Some(v) => {
-            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
             Some(
                 k.ok_or_else(|| {
                     err(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "1 to 255 visible ASCII characters")
@@ -306,9 +341,12 @@ async fn upload(
     Ok(accepted(&enqueued.job, enqueued.existing, hls))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// How many, newest first: clamped to 1..=500; default 50.
+    #[param(maximum = 18446744073709551615_u64)]
     limit: Option<usize>,
 }
 
@@ -353,6 +391,17 @@ pub(super) async fn own_media(
     }
 }
 
+/// A media item: metadata, state and links.
+#[utoipa::path(
+    tag = "media",
+    operation_id = "get_media",
+    params(("id" = String, Path, description = "Media id")),
+    responses(
+        (status = 200, description = "The media item", body = s::Media),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/media/{id}")]
 async fn show(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let m = own_media(&state, &caller, &id).await?;
@@ -364,6 +413,17 @@ async fn show(state: web::Data<State>, caller: Caller, id: web::Path<String>) ->
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// The caller's media, newest first.
+#[utoipa::path(
+    tag = "media",
+    operation_id = "list_media",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Media items", body = s::MediaList),
+        (status = 400, response = BadRequest),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/media")]
 async fn list(state: web::Data<State>, caller: Caller, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -382,7 +442,17 @@ async fn list(state: web::Data<State>, caller: Caller, q: web::Query<ListQuery>)
     Ok(HttpResponse::Ok().json(json!({ "media": items })))
 }
 
-/// The BBC audiowaveform JSON peaks, written by the transcode step.
+/// The waveform peaks (BBC audiowaveform JSON, version 2), written by the transcode step.
+#[utoipa::path(
+    tag = "media",
+    operation_id = "get_waveform",
+    params(("id" = String, Path, description = "Media id")),
+    responses(
+        (status = 200, description = "Peaks", body = s::Waveform),
+        (status = 404, response = NotFound),
+        CallerErrors,
+    ),
+)]
 #[get("/v1/media/{id}/waveform.json")]
 async fn waveform(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -395,6 +465,11 @@ async fn waveform(state: web::Data<State>, caller: Caller, id: web::Path<String>
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .body(bytes))
 }
+
+/// The operations `configure` registers, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, show, waveform))]
+pub(super) struct Api;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(upload).service(waveform).service(show).service(list);

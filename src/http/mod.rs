@@ -6,6 +6,7 @@ pub mod auth;
 mod hls;
 mod jobs;
 mod media;
+pub mod openapi;
 mod ops;
 mod speech;
 mod tus;
@@ -85,7 +86,10 @@ impl Drop for UploadSlot {
 
 /// 404 for a resource of another tenant, exactly as for one that does not exist.
 pub fn not_found(what: &str, id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found: {id}"))
+    // Echo at most 80 characters of what the client sent.
+    let shown: String = id.chars().take(80).collect();
+    let more = if shown.len() < id.len() { "…" } else { "" };
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found: {shown}{more}"))
 }
 
 /// An API error: a status, a snake_case code, a sentence.
@@ -242,9 +246,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(media::configure)
     .configure(speech::configure)
     .configure(tus::configure)
-    .default_service(web::to(|| async {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response()
-    }));
+    .configure(openapi::configure)
+    .default_service(web::to(fallback));
+}
+
+/// No route takes this request: 405 with `Allow` when the path exists for other methods, else 404.
+/// The OpenAPI document serves as the route table (a unit test keeps the two equal).
+pub(crate) async fn fallback(req: actix_web::HttpRequest) -> HttpResponse {
+    let Some(allow) = openapi::allowed_methods(req.path()) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").error_response();
+    };
+    let message = format!("{} is not allowed here (allowed: {allow})", req.method());
+    let mut resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).error_response();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    resp
 }
 
 /// Binds the server. It runs when awaited and stops through its handle; it does not listen for

@@ -4,9 +4,18 @@ use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
 use super::auth::require_admin;
+use super::openapi::schemas as s;
+use super::openapi::{CallerErrors, Forbidden};
 use super::{ApiError, State, blocking};
 use crate::auth::Caller;
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    tag = "ops",
+    operation_id = "healthz",
+    security(()),
+    responses((status = 200, description = "Alive", body = s::Health)),
+)]
 #[get("/healthz")]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -18,8 +27,19 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Readiness: every check is named in the answer.
+///
 /// Ready when the journal takes a write, the engine runs, the models are loaded (when speech is
 /// on) and the data dir's disk has more than `data.min-free-bytes` free. Each check is named.
+#[utoipa::path(
+    tag = "ops",
+    operation_id = "readyz",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = s::Readiness),
+        (status = 503, description = "Not ready: the error body with every check", body = s::NotReady),
+    ),
+)]
 #[get("/readyz")]
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let journal = blocking(&state, |app| {
@@ -60,7 +80,19 @@ async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// Prometheus text format; the operator key once the API is closed (it names tenants).
+/// Prometheus metrics (text format 0.0.4).
+///
+/// The operator key once the API is closed (the series name tenants).
+#[utoipa::path(
+    tag = "ops",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 403, response = Forbidden),
+        CallerErrors,
+    ),
+)]
 #[get("/metrics")]
 async fn metrics(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -96,6 +128,16 @@ fn merge(
     m.into_iter().collect()
 }
 
+/// The scheduler's live snapshot (operator key).
+#[utoipa::path(
+    tag = "ops",
+    operation_id = "debug_pipeline",
+    responses(
+        (status = 200, description = "Stages, running steps, commits in flight", body = s::PipelineSnapshot),
+        (status = 403, response = Forbidden),
+        CallerErrors,
+    ),
+)]
 #[get("/debug/pipeline")]
 async fn pipeline(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -105,6 +147,11 @@ async fn pipeline(state: web::Data<State>, caller: Caller) -> Result<HttpRespons
     };
     Ok(HttpResponse::Ok().json(json!({"scheduler": snap})))
 }
+
+/// The operations `configure` registers, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics, pipeline))]
+pub(super) struct Api;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz).service(readyz).service(metrics).service(pipeline);

@@ -16,6 +16,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::schemas as s;
+use super::openapi::{
+    BadRequest, CallerErrors, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, UnsupportedMediaType,
+};
 use super::{ApiError, State, Upload, accept_upload};
 use crate::auth::Caller;
 use crate::journal::new_id;
@@ -137,6 +141,14 @@ fn parse_metadata(raw: &str) -> Result<std::collections::BTreeMap<String, String
     Ok(out)
 }
 
+/// tus discovery: version and extensions (and CORS preflight).
+#[utoipa::path(
+    options, path = "/v1/uploads", tag = "uploads", operation_id = "tus_options",
+    security(()),
+    responses((status = 204, description = "What the server supports", headers(
+        ("Tus-Resumable" = String), ("Tus-Version" = String), ("Tus-Extension" = String),
+    ))),
+)]
 async fn options() -> HttpResponse {
     with_tus(HttpResponse::NoContent())
         .insert_header(("Tus-Version", TUS_VERSION))
@@ -149,6 +161,32 @@ async fn options() -> HttpResponse {
         .finish()
 }
 
+/// tus discovery for one upload (and CORS preflight).
+#[utoipa::path(
+    options, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_upload_options",
+    security(()),
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 204, description = "What the server supports", headers(
+        ("Tus-Resumable" = String), ("Tus-Version" = String), ("Tus-Extension" = String),
+    ))),
+)]
+async fn options_upload() -> HttpResponse {
+    options().await
+}
+
+/// Creates an upload of `Upload-Length` bytes; its URL is in `Location`.
+#[utoipa::path(
+    post, path = "/v1/uploads", tag = "uploads", operation_id = "tus_create",
+    params(s::TusCreateHeaders),
+    responses(
+        (status = 201, description = "Created", headers(("Location" = String), ("Tus-Resumable" = String))),
+        (status = 400, response = BadRequest),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        CallerErrors,
+    ),
+)]
 async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
     let max = state.app.config.upload.max_bytes;
@@ -170,8 +208,12 @@ async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Re
     if length == 0 {
         return Err(tus_err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", "the upload is empty"));
     }
-    let metadata = match req.headers().get("Upload-Metadata").and_then(|v| v.to_str().ok()) {
-        Some(raw) => parse_metadata(raw)?,
+    // A value that is not ASCII is refused, not ignored (the title or callback would vanish).
+    let metadata = match req.headers().get("Upload-Metadata").map(|v| v.to_str()) {
+        Some(Ok(raw)) => parse_metadata(raw)?,
+        Some(Err(_)) => {
+            return Err(tus_err(StatusCode::BAD_REQUEST, "invalid_metadata", "Upload-Metadata must be ASCII"));
+        }
         None => Default::default(),
     };
     if let Some(p) = metadata.get("playback_policy") {
@@ -206,6 +248,21 @@ async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Re
     Ok(with_tus(HttpResponse::Created()).insert_header((header::LOCATION, format!("/v1/uploads/{}", info.id))).finish())
 }
 
+/// How much of an upload the server has (`Upload-Offset`); once complete, its media and job ids.
+#[utoipa::path(
+    head, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_head",
+    params(("id" = String, Path, description = "Upload id"), s::TusHeaders),
+    responses(
+        (status = 200, description = "The upload's state", headers(
+            ("Upload-Offset" = u64), ("Upload-Length" = u64), ("Tus-Resumable" = String),
+            ("Lectern-Media-Id" = String, description = "Once complete"),
+            ("Lectern-Job-Id" = String, description = "Once complete"),
+        )),
+        (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed),
+        CallerErrors,
+    ),
+)]
 async fn head(
     req: HttpRequest,
     caller: Caller,
@@ -224,6 +281,25 @@ async fn head(
     Ok(resp.finish())
 }
 
+/// Appends bytes at `Upload-Offset`; the last byte turns the upload into media and an ingest job.
+#[utoipa::path(
+    patch, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_patch",
+    params(("id" = String, Path, description = "Upload id"), s::TusPatchHeaders),
+    request_body(content = s::Binary, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored (fsynced)", headers(
+            ("Upload-Offset" = u64), ("Tus-Resumable" = String),
+            ("Lectern-Media-Id" = String, description = "When this PATCH completed the upload"),
+            ("Lectern-Job-Id" = String, description = "When this PATCH completed the upload"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType),
+        CallerErrors,
+    ),
+)]
 async fn patch(
     req: HttpRequest,
     caller: Caller,
@@ -348,6 +424,18 @@ async fn finish(
     Ok((media, e.job.id))
 }
 
+/// Abandons an upload and frees its space (tus termination).
+#[utoipa::path(
+    delete, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_terminate",
+    params(("id" = String, Path, description = "Upload id"), s::TusHeaders),
+    responses(
+        (status = 204, description = "Removed", headers(("Tus-Resumable" = String))),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        CallerErrors,
+    ),
+)]
 async fn terminate(
     req: HttpRequest,
     caller: Caller,
@@ -366,18 +454,25 @@ async fn terminate(
     Ok(with_tus(HttpResponse::NoContent()).finish())
 }
 
+/// The operations `configure` registers, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(options, create, options_upload, head, patch, terminate))]
+pub(super) struct Api;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/uploads")
             .route(web::post().to(create))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(options)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(options))
+            .default_service(web::to(super::fallback)),
     )
     .service(
         web::resource("/v1/uploads/{id}")
             .route(web::head().to(head))
             .route(web::patch().to(patch))
             .route(web::delete().to(terminate))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(options)),
+            .route(web::method(actix_web::http::Method::OPTIONS).to(options_upload))
+            .default_service(web::to(super::fallback)),
     );
 }
 

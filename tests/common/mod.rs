@@ -250,3 +250,97 @@ pub fn wait_job(addr: &str, job: &str, secs: u64) -> serde_json::Value {
     });
     last
 }
+
+/// The operator key the tenancy, webhook and metrics tests run their servers with.
+pub const ADMIN_KEY: &str = "lectern-test-operator-key-0123456789";
+
+/// An `Authorization` header value for `key`.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// `lectern tenants create NAME --json` on the env's data dir: (tenant id, API key, webhook secret).
+pub fn create_tenant(env: &Env, name: &str) -> (String, String, String) {
+    let t = env.cli_json(&["tenants", "create", name, "--json"]);
+    let s = |k: &str| t[k].as_str().unwrap_or_else(|| panic!("tenants create printed no {k}: {t}")).to_string();
+    (s("tenant"), s("api_key"), s("webhook_secret"))
+}
+
+/// `wait_job` for a closed API: polls with `Authorization: Bearer key`.
+pub fn wait_job_as(addr: &str, key: &str, job: &str, secs: u64) -> serde_json::Value {
+    let auth = bearer(key);
+    let mut last = serde_json::Value::Null;
+    wait_for(secs, &format!("job {job} to end"), || {
+        let (_, v) = http_json(addr, "GET", &format!("/v1/jobs/{job}"), &[("Authorization", &auth)], b"");
+        last = v;
+        matches!(last["state"].as_str(), Some("succeeded" | "dead" | "cancelled"))
+    });
+    last
+}
+
+/// `POST /v1/media` of a fixture as a multipart form with extra text fields, as `key`.
+pub fn upload_as(addr: &str, key: &str, file: &Path, fields: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let (ct, body) = multipart(&name, &std::fs::read(file).unwrap(), fields);
+    http_json(addr, "POST", "/v1/media", &[("Content-Type", &ct), ("Authorization", &bearer(key))], &body)
+}
+
+/// `lectern serve` with the operator key [`ADMIN_KEY`] and extra environment.
+pub fn serve_closed(env: &Env, extra: &[(&str, &str)]) -> Server {
+    let mut c = env.command();
+    c.env("LECTERN_ADMIN_KEY", ADMIN_KEY);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    env.serve_with(c, "serve.log")
+}
+
+/// `http` with `Authorization: <auth>` added (none for `None`).
+pub fn call(
+    addr: &str,
+    auth: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut h = headers.to_vec();
+    if let Some(a) = auth {
+        h.push(("Authorization", a));
+    }
+    http(addr, method, path, &h, body)
+}
+
+/// A JSON POST as `key`: (status, answer).
+pub fn post_json(addr: &str, key: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let auth = bearer(key);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    http_json(addr, "POST", path, &headers, body.to_string().as_bytes())
+}
+
+/// A body as JSON (`Null` when it is not).
+pub fn json_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// A response header's value, from the head `http` returns.
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// Waits up to `secs` for a child to exit; kills it and panics if it does not.
+pub fn wait_exit(child: &mut Child, secs: u64, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} still running after {secs} s");
+}

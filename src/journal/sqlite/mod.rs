@@ -125,8 +125,8 @@ impl SqliteJournal {
         now: Millis,
     ) -> Result<Tenant> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
-            return Err(Error::Invalid("a tenant name must be 1 to 100 characters".into()));
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid("a tenant name must be 1 to 100 characters, none a control character".into()));
         }
         self.write(|tx| {
             let exists: Option<String> =
