@@ -3,7 +3,7 @@
 //! It is generated from the handlers: each route carries a `#[utoipa::path]` annotation, and each
 //! route module lists its operations in an `Api` struct next to its `configure`; [`document`] merges
 //! them. Bodies are described in [`schemas`]. What utoipa 5 cannot say is added to the generated
-//! JSON: the top-level `webhooks` ([`webhooks`]) and required response headers.
+//! JSON: the top-level `webhooks` (`webhooks.rs`) and required response headers.
 
 pub mod schemas;
 mod webhooks;

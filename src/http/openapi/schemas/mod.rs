@@ -1,4 +1,4 @@
-//! The JSON bodies of the API, described for the OpenAPI document ([`super::openapi`]).
+//! The JSON bodies of the API, described for the OpenAPI document (`src/http/openapi`).
 //!
 //! Handlers build most bodies with `json!`, so these types are descriptions only: nothing
 //! constructs them. They name the contract's fields and their types; every object still admits
