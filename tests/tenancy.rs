@@ -1,12 +1,11 @@
 //! Tenants and keys through a real `lectern serve`: every `/v1` route needs a key once one exists,
 //! another tenant's ids answer 404 exactly like missing ones, the operator's routes refuse tenant
 //! keys, traversal and header-injection attempts get JSON 4xx, signed media play only from their
-//! token URL (checked by ffmpeg), an open API stays on loopback, and a tenant over its rate gets 429.
+//! token URL (checked by ffmpeg), and an open API stays on loopback. Rate limits: tests/limits.rs.
 
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use common::{
@@ -445,54 +444,4 @@ fn an_open_api_serves_loopback_only_until_the_first_key() {
     common::wait_for(5, "the API to close", || http(&addr, "GET", "/v1/media", &[], b"").0 == 401);
     assert_eq!(call(&addr, Some(&bearer(&key)), "GET", "/v1/media", &[], b"").0, 200);
     assert_eq!(call(&addr, Some(&bearer(&key)), "GET", "/metrics", &[], b"").0, 403);
-}
-
-#[test]
-fn a_tenant_over_its_rate_gets_429_and_the_operator_does_not() {
-    let env = Env::new(SPEECH_OFF);
-    let (_, a, _) = create_tenant(&env, "alpha");
-    let (_, b, _) = create_tenant(&env, "beta");
-    let limits = [
-        ("LECTERN_HTTP_RATE_PER_TENANT", "2"),
-        ("LECTERN_HTTP_BURST_PER_TENANT", "5"),
-        ("LECTERN_HTTP_UPLOADS_PER_TENANT", "1"),
-    ];
-    let server = serve_closed(&env, &limits);
-    let addr = server.addr.clone();
-    let (a_auth, b_auth, op) = (bearer(&a), bearer(&b), bearer(ADMIN_KEY));
-    let (a_auth, b_auth, op) = (a_auth.as_str(), b_auth.as_str(), op.as_str());
-
-    let mut answers = Vec::new();
-    for _ in 0..20 {
-        answers.push(call(&addr, Some(a_auth), "GET", "/v1/media", &[], b""));
-    }
-    let ok = answers.iter().filter(|r| r.0 == 200).count();
-    let limited: Vec<_> = answers.iter().filter(|r| r.0 == 429).collect();
-    assert!((5..=7).contains(&ok) && ok + limited.len() == 20, "burst 5 at 2/s: {ok} of 20 passed");
-    for (_, head, body) in &limited {
-        let wait: u64 = header(head, "Retry-After").expect("Retry-After").parse().unwrap();
-        assert!((1..=2).contains(&wait), "{head}");
-        assert_eq!(json_of(body)["error"]["code"], "rate_limited");
-    }
-    assert_eq!(call(&addr, Some(b_auth), "GET", "/v1/media", &[], b"").0, 200, "buckets are per tenant");
-    for i in 0..60 {
-        assert_eq!(call(&addr, Some(op), "GET", "/v1/media", &[], b"").0, 200, "operator request {i}");
-    }
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(call(&addr, Some(a_auth), "GET", "/v1/media", &[], b"").0, 200, "a token came back");
-
-    // One upload at a time per tenant: a slow one holds A's slot, B still uploads.
-    std::thread::sleep(Duration::from_secs(3)); // refill A's bucket
-    use std::io::Write;
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    let head = format!("POST /v1/media HTTP/1.1\r\nHost: x\r\nAuthorization: {a_auth}\r\nContent-Length: 100000\r\n");
-    write!(slow, "{head}Content-Type: audio/wav\r\n\r\nRIFF").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let (status, head, body) =
-        call(&addr, Some(a_auth), "POST", "/v1/media", &[("Content-Type", "audio/wav")], b"RIFF");
-    assert_eq!((status, json_of(&body)["error"]["code"].as_str()), (429, Some("too_many_uploads")), "{head}");
-    assert!(header(&head, "Retry-After").is_some(), "{head}");
-    let (status, head, _) = call(&addr, Some(b_auth), "POST", "/v1/media", &[("Content-Type", "audio/wav")], b"RIFF");
-    assert_eq!(status, 415, "B's upload is judged on its content, not A's slot: {head}");
-    drop(slow);
 }
