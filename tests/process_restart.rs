@@ -39,7 +39,8 @@ fn effects(path: &std::path::Path) -> Vec<Effect> {
 #[test]
 fn kill_9_mid_step_then_restart_completes_every_job_once() {
     let env = Env::new(
-        "[stages.test]\nworkers = 2\n[retry]\nmax-attempts = 3\ninitial-delay = \"100ms\"\nmax-delay = \"1s\"\n",
+        // Speech off: no models to load, so the 2 s recovery bound below measures recovery only.
+        "[models]\nspeech = false\n[stages.test]\nworkers = 2\n[retry]\nmax-attempts = 3\ninitial-delay = \"100ms\"\nmax-delay = \"1s\"\n",
     );
     let fx = env.path("effects.log");
     let mut first = env.serve("serve-1.log");
