@@ -133,6 +133,7 @@ fn tenants_see_only_their_own_and_every_route_needs_a_key() {
             let (status, head, body) = call(&addr, auth, method, path, headers, body);
             let what = format!("{method} {path} with {auth:?}");
             assert_eq!(status, 401, "{what}: {head}");
+            assert!(header(&head, "WWW-Authenticate").is_some_and(|h| h.starts_with("Bearer")), "{what}: {head}");
             if *method != "HEAD" {
                 assert_eq!(json_of(&body)["error"]["code"], "unauthorized", "{what}");
             }
@@ -140,6 +141,9 @@ fn tenants_see_only_their_own_and_every_route_needs_a_key() {
     }
     let (_, _, tenants) = call(&addr, Some(op), "GET", "/v1/tenants", &[], b"");
     assert!(!String::from_utf8_lossy(&tenants).contains("mallory"), "a refused request created a tenant");
+    let listed = json_of(&tenants);
+    let stamp = listed["tenants"][0]["created_at"].as_str().unwrap_or_default().to_string();
+    assert!(lectern::clock::parse_time(&stamp).is_some(), "created_at is RFC 3339 like the rest: {listed}");
 
     // A tenant key on the operator's routes: 403.
     for (method, path, headers, body) in routes.iter().filter(|r| {

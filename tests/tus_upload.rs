@@ -80,8 +80,9 @@ fn the_protocol_rules_are_enforced() {
     assert_eq!(header(&head, "Tus-Version").as_deref(), Some("1.0.0"));
     assert!(header(&head, "Tus-Extension").unwrap().contains("termination"));
 
-    let (status, _) = http_json(a, "POST", "/v1/uploads", &[("Upload-Length", "10")], b"");
+    let (status, head, _) = http(a, "POST", "/v1/uploads", &[("Upload-Length", "10")], b"");
     assert_eq!(status, 412, "Tus-Resumable is required");
+    assert_eq!(header(&head, "Tus-Version").as_deref(), Some("1.0.0"), "a 412 names the supported versions");
     let (status, v) = http_json(a, "POST", "/v1/uploads", &[V, ("Upload-Length", "200000000")], b"");
     assert_eq!((status, v["error"]["code"].as_str()), (413, Some("payload_too_large")));
     let (status, v) = http_json(a, "POST", "/v1/uploads", &[V], b"");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """API overhead and overload behaviour of a running-from-scratch `lectern serve` (release build).
 
-    python3 benches/api/load.py [--bin target/release/lectern] [--requests 3000] [--flood 10]
+    python3 benches/api/load.py [--bin target/release/lectern] [--requests 3000] [--flood 10] [--tenants 1]
 
 Starts its own server on a loopback port over a temporary data dir (operator key set, one tenant,
 speech off so the flood measures the API and transcode path), then:
@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/lectern"))
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--flood", type=int, default=10, help="multiple of upload.max-in-flight")
+    ap.add_argument("--tenants", type=int, default=1, help="tenants the flood is spread over")
     ap.add_argument("--file", default=os.path.join(ROOT, "fixtures/generated/speech-22k-mono.wav"))
     args = ap.parse_args()
 
@@ -87,8 +88,9 @@ def main():
                LECTERN_ADMIN_KEY=admin, LECTERN_MODELS_SPEECH="false",
                # The rate limit is not what is measured here.
                LECTERN_HTTP_RATE_PER_TENANT="0")
-    created = json.loads(subprocess.check_output([args.bin, "tenants", "create", "bench", "--json"], env=env))
-    key = created["api_key"]
+    keys = [json.loads(subprocess.check_output([args.bin, "tenants", "create", f"bench{i}", "--json"], env=env))["api_key"]
+            for i in range(max(1, args.tenants))]
+    key = keys[0]
     log = open(os.path.join(tmp, "serve.log"), "w")
     server = subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     result = {}
@@ -119,11 +121,12 @@ def main():
         rss = [rss_kib(server.pid, "VmRSS")]
         go = threading.Event()
 
-        def one():
+        def one(k):
             go.wait()
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             try:
-                c.request("POST", "/v1/media", body=body, headers={**auth, "Content-Type": "audio/wav"})
+                c.request("POST", "/v1/media", body=body,
+                          headers={"Authorization": f"Bearer {k}", "Content-Type": "audio/wav"})
                 r = c.getresponse()
                 data = r.read()
                 with lock:
@@ -134,7 +137,7 @@ def main():
                 with lock:
                     statuses[str(e)] = statuses.get(str(e), 0) + 1
 
-        threads = [threading.Thread(target=one) for _ in range(n)]
+        threads = [threading.Thread(target=one, args=(keys[i % len(keys)],)) for i in range(n)]
         for t in threads:
             t.start()
         t0 = time.time()
@@ -143,14 +146,14 @@ def main():
             rss.append(rss_kib(server.pid, "VmRSS"))
             time.sleep(0.02)
         flood_s = time.time() - t0
-        print(f"flood: {n} concurrent uploads of {len(body)} B in {flood_s:.2f} s -> {statuses}")
+        print(f"flood: {n} concurrent uploads of {len(body)} B from {len(keys)} tenant(s) in {flood_s:.2f} s -> {statuses}")
         deadline = time.time() + 600
         done = {}
         c = http.client.HTTPConnection("127.0.0.1", port)
         while time.time() < deadline:
             done = {}
             for j in jobs:
-                c.request("GET", f"/v1/jobs/{j}", headers=auth)
+                c.request("GET", f"/v1/jobs/{j}", headers={"Authorization": f"Bearer {admin}"})
                 done[j] = json.loads(c.getresponse().read())["state"]
             rss.append(rss_kib(server.pid, "VmRSS"))
             if all(s in ("succeeded", "dead", "cancelled") for s in done.values()):
@@ -163,7 +166,7 @@ def main():
         hwm = rss_kib(server.pid, "VmHWM")
         print(f"accepted jobs: {states} after {drain_s:.1f} s; server RSS max sampled {max(rss) / 1024:.1f} MiB, "
               f"VmHWM {hwm / 1024:.1f} MiB")
-        result["flood"] = {"requests": n, "body_bytes": len(body), "statuses": statuses, "flood_s": round(flood_s, 2),
+        result["flood"] = {"requests": n, "tenants": len(keys), "body_bytes": len(body), "statuses": statuses, "flood_s": round(flood_s, 2),
                            "accepted": len(jobs), "final_states": states, "drain_s": round(drain_s, 1),
                            "rss_max_mib": round(max(rss) / 1024, 1), "vmhwm_mib": round(hwm / 1024, 1)}
         print(json.dumps(result))

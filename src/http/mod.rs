@@ -100,11 +100,18 @@ pub struct ApiError {
     pub message: String,
     /// Seconds a client should wait before trying again (`Retry-After`), for 429/503.
     pub retry_after: Option<u32>,
+    /// Other headers the answer must carry (e.g. tus's `Tus-Version` on 412).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), retry_after: None }
+        Self { status, code: code.into(), message: message.into(), retry_after: None, headers: Vec::new() }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn retry_after(mut self, seconds: u32) -> Self {
@@ -127,6 +134,12 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if let Some(s) = self.retry_after {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+        }
+        for (name, value) in &self.headers {
+            resp.insert_header((*name, *value));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer realm=\"lectern\""));
         }
         resp.json(json!({"error": {"code": self.code, "message": self.message}}))
     }

@@ -118,7 +118,9 @@ fn with_tus(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBui
 fn check_version(req: &HttpRequest) -> Result<(), ApiError> {
     match req.headers().get("Tus-Resumable").and_then(|v| v.to_str().ok()) {
         Some(TUS_VERSION) => Ok(()),
-        _ => Err(tus_err(StatusCode::PRECONDITION_FAILED, "tus_version", "send Tus-Resumable: 1.0.0")),
+        // tus 1.0.0: a 412 names the versions the server supports.
+        _ => Err(tus_err(StatusCode::PRECONDITION_FAILED, "tus_version", "send Tus-Resumable: 1.0.0")
+            .header("Tus-Version", TUS_VERSION)),
     }
 }
 

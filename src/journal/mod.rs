@@ -123,7 +123,13 @@ impl ErrorInfo {
 pub struct Tenant {
     pub id: String,
     pub name: String,
+    /// Serialised as RFC 3339, like every other timestamp of the API.
+    #[serde(serialize_with = "ser_rfc3339")]
     pub created_at: Millis,
+}
+
+fn ser_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -52,8 +52,9 @@ pub struct CreatedTenant {
 pub struct Tenant {
     pub id: String,
     pub name: String,
-    /// Unix time in milliseconds.
-    pub created_at: i64,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
 }
 
 #[derive(ToSchema)]
