@@ -154,7 +154,7 @@ pub struct CreatedTenant {
 }
 
 /// A media's playback policy: `public` HLS URLs, or `signed` ones that expire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PlaybackPolicy {
     #[default]

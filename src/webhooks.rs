@@ -309,6 +309,7 @@ impl Notifier {
     /// One POST; `Ok(status)` when the receiver answered.
     async fn attempt(&self, guard: &Guard, d: &Delivery) -> Result<u16, String> {
         let target = guard.check(&d.url).await.map_err(|e| e.to_string())?;
+        // A client per attempt: it is pinned to the addresses just checked (no second lookup).
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.opts.timeout)

@@ -55,7 +55,8 @@ pub fn run(config: Config) -> CliResult {
         app.models.preload().map_err(|e| format!("{} ({})", e.message, e.code))?;
         tracing::info!(dir = %app.models.dir().display(), asr = %app.config.models.asr, "models loaded");
     }
-    if app.is_open()? && !is_loopback(&addr) {
+    let open = app.is_open()?;
+    if open && !is_loopback(&addr) {
         return Err(Failure {
             message: format!(
                 "refusing to serve an open API on {addr}: set LECTERN_ADMIN_KEY (and create tenants with \
@@ -64,7 +65,7 @@ pub fn run(config: Config) -> CliResult {
             code: 2,
         });
     }
-    if app.is_open()? {
+    if open {
         tracing::warn!(%addr, "no API keys yet: the API is open on loopback (set LECTERN_ADMIN_KEY to close it)");
     }
     let system = actix::System::new();

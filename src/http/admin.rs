@@ -264,17 +264,14 @@ async fn delete_endpoint(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    // A tenant deletes only its own (another tenant's id is as missing as an unknown one).
     let tenant = (!caller.admin).then(|| caller.tenant.clone());
-    let lookup = id.clone();
-    let owned = blocking(&state, move |app| Ok(app.journal.endpoints(tenant.as_deref())?))
-        .await?
-        .into_iter()
-        .any(|e| e.id == lookup);
-    if !owned {
-        return Err(super::not_found("webhook endpoint", &id));
+    let target = id.clone();
+    match blocking(&state, move |app| Ok(app.journal.delete_endpoint(&target, tenant.as_deref())?)).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(e) if e.status == actix_web::http::StatusCode::NOT_FOUND => Err(super::not_found("webhook endpoint", &id)),
+        Err(e) => Err(e),
     }
-    blocking(&state, move |app| Ok(app.journal.delete_endpoint(&id)?)).await?;
-    Ok(HttpResponse::NoContent().finish())
 }
 
 /// The operations `configure` registers, for the OpenAPI document.

@@ -75,13 +75,14 @@ async fn own_job(state: &web::Data<State>, caller: &Caller, id: &str) -> Result<
 #[get("/v1/jobs/{id}")]
 async fn show(state: web::Data<State>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    own_job(&state, &caller, &id).await?;
-    let (job, events, deliveries) = blocking(&state, move |app| {
-        let (job, events) = app.job(&id)?;
-        let deliveries = app.journal.deliveries(&id)?;
-        Ok((job, events, deliveries))
+    let lookup = id.clone();
+    // Read once; another tenant's job answers like a missing one, with nothing more read.
+    let shown = blocking(&state, move |app| {
+        let Some(job) = app.journal.job(&lookup)?.filter(|j| caller.sees(&j.tenant)) else { return Ok(None) };
+        Ok(Some((app.journal.events(&lookup)?, app.journal.deliveries(&lookup)?, job)))
     })
     .await?;
+    let (events, deliveries, job) = shown.ok_or_else(|| super::not_found("job", &id))?;
     let mut body = job.to_contract_json();
     body["events"] = serde_json::to_value(events).unwrap_or_default();
     body["webhooks"] = serde_json::to_value(deliveries).unwrap_or_default();

@@ -42,15 +42,10 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
 )]
 #[get("/readyz")]
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let journal = blocking(&state, |app| {
-        // A real write (a no-op pause toggle of nothing would still take the write lock): an
-        // immediate transaction proves the file is writable and not locked out.
-        app.journal.set_paused(&crate::journal::PauseScope::Queue("readyz:probe".into()), false, app.clock.now_ms())?;
-        Ok(())
-    })
-    .await
-    .map(|_| "ok".to_string())
-    .unwrap_or_else(|e| format!("failed: {}", e.message));
+    let journal = blocking(&state, |app| Ok(app.journal.check_writable()?))
+        .await
+        .map(|_| "ok".to_string())
+        .unwrap_or_else(|e| format!("failed: {}", e.message));
     let engine = match &state.app.engine {
         Some(e) if e.observe().await.is_some() => "ok",
         _ => "not running",

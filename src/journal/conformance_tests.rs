@@ -387,6 +387,7 @@ pub fn media_records_and_meta(j: &dyn Journal) {
 pub fn api_keys_and_endpoints(j: &dyn Journal) {
     let creds =
         hooks::TenantCredentials { api_key_hash: Some("ab".repeat(32)), webhook_secret: Some("whsec_c2VjcmV0".into()) };
+    j.check_writable().unwrap();
     assert!(!j.any_api_key().unwrap());
     let t = j.create_tenant_with("keyed", &creds, T0).unwrap();
     assert!(j.any_api_key().unwrap());
@@ -408,8 +409,9 @@ pub fn api_keys_and_endpoints(j: &dyn Journal) {
     j.create_endpoint(&ep("whe_ops", None)).unwrap();
     assert_eq!(j.endpoints(Some(&t.id)).unwrap().len(), 1, "a tenant sees its own");
     assert_eq!(j.endpoints(None).unwrap().len(), 2, "the operator sees all");
-    j.delete_endpoint("whe_a").unwrap();
-    assert!(matches!(j.delete_endpoint("whe_a"), Err(Error::NotFound { .. })));
+    assert!(matches!(j.delete_endpoint("whe_ops", Some(&t.id)), Err(Error::NotFound { .. })), "not the tenant's");
+    j.delete_endpoint("whe_a", Some(&t.id)).unwrap();
+    assert!(matches!(j.delete_endpoint("whe_a", None), Err(Error::NotFound { .. })));
 }
 
 pub fn events_fan_out_to_durable_deliveries(j: &dyn Journal) {

@@ -47,8 +47,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Job states, as in the public contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A job's state, as in the public contract. `failed`: a step will be retried after its backoff;
+/// `dead`: retries are spent or the error is permanent (the dead-letter state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -61,8 +62,8 @@ pub enum JobState {
     Cancelled,
 }
 
-/// Step states, as in the public contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A step's state, as in the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
     /// Waiting for the steps it depends on.
@@ -404,7 +405,8 @@ pub trait Journal: Send + Sync + 'static {
     fn create_endpoint(&self, ep: &hooks::Endpoint) -> Result<()>;
     /// A tenant's endpoints (`None`: every endpoint, operator ones included).
     fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<hooks::Endpoint>>;
-    fn delete_endpoint(&self, id: &str) -> Result<()>;
+    /// Deletes an endpoint (of `tenant` only, when given; another's is `NotFound`).
+    fn delete_endpoint(&self, id: &str, tenant: Option<&str>) -> Result<()>;
     /// Claims up to `limit` due deliveries (each attempt counted and leased for
     /// [`sqlite::DELIVERY_LEASE_MS`], so a crash mid-request retries it later).
     fn claim_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<hooks::Delivery>>;
@@ -484,6 +486,8 @@ pub trait Journal: Send + Sync + 'static {
     fn set_paused(&self, scope: &PauseScope, paused: bool, now: Millis) -> Result<()>;
     fn pauses(&self) -> Result<Vec<PauseScope>>;
     fn queue_stats(&self, now: Millis) -> Result<Vec<QueueStat>>;
+    /// Takes the write lock and lets it go (readiness: the journal accepts writers now).
+    fn check_writable(&self) -> Result<()>;
 }
 
 /// The queue a job runs in.

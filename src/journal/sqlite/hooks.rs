@@ -106,7 +106,8 @@ pub(super) fn fan_out(tx: &Transaction<'_>, e: &Announced<'_>) -> Result<()> {
                     .prepare_cached("SELECT meta FROM media WHERE id = ?1")?
                     .query_row([&media], |r| r.get(0))
                     .optional()?;
-                if meta.is_some_and(|m| m.contains("\"playback_policy\":\"signed\""))
+                let meta: serde_json::Value = meta.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
+                if meta["playback_policy"] == "signed"
                     && let Some(o) = body.as_object_mut()
                 {
                     o.remove("hls");
@@ -194,9 +195,10 @@ impl SqliteJournal {
         })
     }
 
-    pub(crate) fn delete_endpoint_impl(&self, id: &str) -> Result<()> {
+    pub(crate) fn delete_endpoint_impl(&self, id: &str, tenant: Option<&str>) -> Result<()> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])? == 0 {
+            let sql = "DELETE FROM webhook_endpoints WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)";
+            if tx.execute(sql, params![id, tenant])? == 0 {
                 return Err(Error::NotFound { what: "webhook endpoint", id: id.to_string() });
             }
             Ok(())

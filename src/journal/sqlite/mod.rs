@@ -239,8 +239,8 @@ impl super::Journal for SqliteJournal {
     fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<super::hooks::Endpoint>> {
         self.endpoints_impl(tenant)
     }
-    fn delete_endpoint(&self, id: &str) -> Result<()> {
-        self.delete_endpoint_impl(id)
+    fn delete_endpoint(&self, id: &str, tenant: Option<&str>) -> Result<()> {
+        self.delete_endpoint_impl(id, tenant)
     }
     fn claim_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<super::hooks::Delivery>> {
         self.claim_deliveries_impl(now, limit)
@@ -366,6 +366,9 @@ impl super::Journal for SqliteJournal {
     }
     fn queue_stats(&self, now: Millis) -> Result<Vec<super::QueueStat>> {
         self.read(|tx| read::queue_stats(tx, now))
+    }
+    fn check_writable(&self) -> Result<()> {
+        self.write(|_| Ok(()))
     }
 }
 

@@ -11,6 +11,10 @@ mod admin;
 
 use utoipa::ToSchema;
 
+// The states and the playback policy are the application's own types (they derive `ToSchema`).
+pub use crate::app::PlaybackPolicy;
+pub use crate::journal::{JobState, StepState};
+
 pub use admin::*;
 
 /// The body of every error answer (4xx and 5xx).
@@ -27,32 +31,6 @@ pub struct ErrorInfo {
     #[schema(pattern = "^[a-z][a-z0-9_]*$", example = "not_found")]
     pub code: String,
     pub message: String,
-}
-
-/// A job's state. `failed`: a step will be retried after its backoff; `dead`: retries are spent
-/// or the error is permanent (the dead-letter state).
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Failed,
-    Succeeded,
-    Dead,
-    Cancelled,
-}
-
-/// A step's state.
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    Pending,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
 }
 
 /// One step of a job (`probe`, `transcode`, `transcribe`, `embed`, ...).
@@ -177,14 +155,6 @@ pub struct Accepted {
     /// An earlier upload with the same `Idempotency-Key` (this one was not stored again).
     pub existing: bool,
     pub links: AcceptedLinks,
-}
-
-/// `public` HLS URLs, or `signed` ones that expire.
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PlaybackPolicy {
-    Public,
-    Signed,
 }
 
 #[derive(ToSchema)]
