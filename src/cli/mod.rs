@@ -80,9 +80,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Models(c) => models::run(&config, c),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            crate::telemetry::flush(std::time::Duration::from_secs(2));
+            ExitCode::SUCCESS
+        }
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            crate::telemetry::eprint_line(&format!("error: {}", f.message));
+            crate::telemetry::flush(std::time::Duration::from_secs(2));
             ExitCode::from(f.code)
         }
     }

@@ -67,6 +67,10 @@ pub enum Error {
     /// The input contains no decodable audio.
     #[error("no audio track")]
     NoAudio,
+    /// The decoder itself failed (a caught panic): a fault of ours, not of the file, so never
+    /// reported as the uploader's mistake. Retried like any fault (the step's code is `panic`).
+    #[error("decoder panicked: {0}")]
+    Panic(String),
 }
 
 impl Error {
@@ -80,12 +84,14 @@ impl Error {
             Error::Decode(_) | Error::Unsupported(_) => "unsupported_audio",
             Error::Limit(_) => "limit_exceeded",
             Error::NoAudio => "no_audio",
+            Error::Panic(_) => "panic",
         }
     }
 
-    /// Whether retrying the same operation could succeed (only genuine I/O failures).
+    /// Whether retrying the same operation could succeed: genuine I/O failures, and a decoder
+    /// panic (ours, not the file's; a panic that repeats makes the job dead after its retries).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io(_))
+        matches!(self, Error::Io(_) | Error::Panic(_))
     }
 
     /// Converts a Symphonia error raised while opening/probing a stream (the file is rejected).
@@ -115,7 +121,7 @@ impl Error {
         }
     }
 
-    /// Converts a caught panic payload into [`Error::Unsupported`].
+    /// Converts a caught panic payload into [`Error::Panic`].
     pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
         let msg = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -124,11 +130,11 @@ impl Error {
         } else {
             "unknown panic".to_string()
         };
-        Error::Unsupported(format!("decoder panicked: {msg}"))
+        Error::Panic(msg)
     }
 }
 
-/// Runs `f`, converting a panic into [`Error::Unsupported`].
+/// Runs `f`, converting a panic into [`Error::Panic`].
 pub(crate) fn guard<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(f)).map_err(Error::from_panic)
 }
@@ -259,6 +265,7 @@ mod tests {
     fn panic_payload_is_mapped() {
         let r = std::panic::catch_unwind(|| panic!("boom"));
         let e = Error::from_panic(r.unwrap_err());
-        assert_eq!(e.to_string(), "unsupported audio: decoder panicked: boom");
+        assert_eq!(e.to_string(), "decoder panicked: boom");
+        assert_eq!((e.code(), e.is_transient()), ("panic", true), "a decoder panic is ours, not the file's");
     }
 }
