@@ -83,7 +83,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="lectern-load-")
     port = free_port()
-    admin = "bench-admin-key"
+    admin = "bench-admin-key-0123456789"
     env = dict(os.environ, LECTERN_DATA_DIR=os.path.join(tmp, "data"), LECTERN_HTTP_ADDR=f"127.0.0.1:{port}",
                LECTERN_ADMIN_KEY=admin, LECTERN_MODELS_SPEECH="false",
                # The rate limit is not what is measured here.
