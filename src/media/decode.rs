@@ -25,6 +25,17 @@ use super::{
     Error, MAX_CONSECUTIVE_DECODE_ERRORS, MAX_DURATION_S, SizedSource, check_duration, check_format, check_pcm_size,
 };
 
+/// Symphonia's codecs plus Opus (libopus, through its symphonia adapter).
+pub(crate) fn codecs() -> &'static symphonia::core::codecs::registry::CodecRegistry {
+    static REGISTRY: std::sync::OnceLock<symphonia::core::codecs::registry::CodecRegistry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = symphonia::core::codecs::registry::CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut r);
+        r.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        r
+    })
+}
+
 /// Largest absolute sample value passed through (+6 dBFS).
 pub const MAX_SAMPLE_ABS: f32 = 2.0;
 
@@ -127,7 +138,7 @@ impl Decoder {
             let secs = tb.calc_duration(dur)?.as_secs_f64();
             Some((secs * f64::from(params.sample_rate?)).round() as u64)
         });
-        let registry = symphonia::default::get_codecs();
+        let registry = codecs();
         let codec = registry
             .get_audio_decoder(params.codec)
             .map(|d| d.codec.info.short_name.to_string())

@@ -82,6 +82,27 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, Error> {
     probe_decoder(Decoder::open(path)?)
 }
 
+/// Proves the file at `path` is real audio: opens it (seeking to the container's index wherever
+/// it lies, e.g. an MP4 `moov` atom written at the end) and decodes up to a second of it. Cheap
+/// whatever the file's length: nothing beyond the index and the first packets is read.
+pub fn validate(path: &Path) -> Result<(), Error> {
+    let mut dec = Decoder::open(path)?;
+    let want = u64::from(dec.sample_rate());
+    while dec.frames_decoded() < want {
+        if dec.next_chunk()?.is_none() {
+            break;
+        }
+    }
+    if dec.frames_decoded() == 0 {
+        return Err(if dec.decode_errors() > 0 {
+            Error::Unsupported("no decodable audio packets".into())
+        } else {
+            Error::NoAudio
+        });
+    }
+    Ok(())
+}
+
 /// Probes any seekable reader; `ext_hint` is an optional file extension such as `"mp3"`.
 pub fn probe_reader<R>(reader: R, ext_hint: Option<&str>) -> Result<ProbeInfo, Error>
 where
@@ -227,12 +248,23 @@ fn apply_tag(tags: &mut Tags, tag: &Tag) {
 }
 
 /// Checks the first bytes of an upload. Returns `Ok` when the head looks like a supported,
-/// sane audio stream (fully parsed when possible, else recognised by magic bytes).
+/// sane audio stream: fully parsed when possible (`complete`), else recognised by magic bytes —
+/// either because the head ended inside the headers, or because the container keeps its index
+/// further on (an MP4 `moov` or a Matroska `Cues`/`Tracks` beyond the head), which only the whole
+/// file can settle ([`validate`]). A head of [`SNIFF_MAX_BYTES`] or more is taken to be partial.
 pub fn sniff(head: &[u8]) -> Result<SniffInfo, Error> {
     if head.is_empty() {
         return Err(Error::Unsupported("empty file".into()));
     }
+    let partial = head.len() >= SNIFF_MAX_BYTES;
     let head = &head[..head.len().min(SNIFF_MAX_BYTES)];
+    let recognised = |container: &str| SniffInfo {
+        container: container.into(),
+        codec: None,
+        sample_rate: None,
+        channels: None,
+        complete: false,
+    };
     match Decoder::from_source(Box::new(Cursor::new(head.to_vec())), None, true) {
         Ok(dec) => Ok(SniffInfo {
             container: dec.info.container.clone(),
@@ -241,16 +273,12 @@ pub fn sniff(head: &[u8]) -> Result<SniffInfo, Error> {
             channels: Some(dec.channels()),
             complete: true,
         }),
-        Err(Error::Unsupported(msg)) if msg == TRUNCATED => match magic(head) {
-            Some(container) => Ok(SniffInfo {
-                container: container.into(),
-                codec: None,
-                sample_rate: None,
-                channels: None,
-                complete: false,
-            }),
-            None => Err(Error::Unsupported("unrecognised file format".into())),
-        },
+        Err(Error::Unsupported(msg)) if msg == TRUNCATED => {
+            magic(head).map(recognised).ok_or_else(|| Error::Unsupported("unrecognised file format".into()))
+        }
+        Err(Error::Unsupported(_) | Error::NoAudio) if partial && matches!(magic(head), Some("isomp4" | "mkv")) => {
+            Ok(recognised(magic(head).unwrap_or_default()))
+        }
         Err(e) => Err(e),
     }
 }
@@ -266,8 +294,10 @@ fn magic(h: &[u8]) -> Option<&'static str> {
         Some("flac")
     } else if at(0, b"OggS") {
         Some("ogg")
-    } else if at(4, b"ftyp") {
+    } else if at(4, b"ftyp") || (at(4, b"moov") || at(4, b"mdat") || at(4, b"wide") || at(4, b"free")) {
         Some("isomp4")
+    } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("mkv")
     } else if at(0, b"ID3") {
         Some("mpa")
     } else if let [0xFF, b1, b2, ..] = *h {

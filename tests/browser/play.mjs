@@ -1,10 +1,10 @@
-// Plays an HLS stream to the end with hls.js in headless Chromium and prints one JSON line:
-// {"ended", "errors", "currentTime", "duration", "mseAac", "levels"}.
+// Plays HLS streams to the end, one after the other, with hls.js in headless Chromium and prints one
+// JSON line per stream: {"ended", "errors", "currentTime", "duration", "mseAac", "levels", "url"}.
 // hls.js is given a buffer longer than the stream and playback starts once every segment has been
 // loaded and appended (BUFFER_EOS): a fast playback rate then checks decoding to the very end
 // without racing the loader (which, on a loaded machine, shows up as non-fatal buffer stalls).
 // Every hls.js error event is reported (with the playhead and buffered ranges), fatal or not.
-// Usage: node play.mjs MASTER_URL [PLAYBACK_RATE] [TIMEOUT_MS]
+// Usage: node play.mjs MASTER_URL[,MASTER_URL...] [PLAYBACK_RATE] [TIMEOUT_MS (per stream)]
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
 
@@ -27,7 +27,7 @@ const browser = await chromium.launch({
     '--autoplay-policy=no-user-gesture-required',
   ],
 });
-try {
+async function play(url) {
   const page = await browser.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -62,7 +62,12 @@ try {
     hls.attachMedia(audio);
   }), { url, rate, timeout });
   result.pageErrors = pageErrors;
+  result.url = url;
   console.log(JSON.stringify(result));
+  await page.close();
+}
+try {
+  for (const one of url.split(',')) await play(one);
 } finally {
   await browser.close();
 }
