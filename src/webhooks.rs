@@ -60,6 +60,11 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking 198.18/15
+                || (o[0] == 192 && o[1] == 0 && o[2] == 2) // documentation TEST-NET-1
+                || (o[0] == 198 && o[1] == 51 && o[2] == 100) // TEST-NET-2
+                || (o[0] == 203 && o[1] == 0 && o[2] == 113) // TEST-NET-3
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast
                 || o[0] >= 240 // reserved
         }
         IpAddr::V6(v6) => {
@@ -75,6 +80,11 @@ pub fn is_private(ip: IpAddr) -> bool {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || s[0] == 0x2002 // 6to4 2002::/16: tunnels to the IPv4 address it embeds
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32: embeds an (obfuscated) IPv4
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
+                || (s[0] == 0x100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
                 || (s[0] & 0xfe00) == 0xfc00 // unique-local fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
@@ -390,6 +400,12 @@ mod tests {
             "http://[::ffff:127.0.0.1]/",
             "http://[64:ff9b::a9fe:a9fe]/",
             "http://100.64.0.1/",
+            "http://198.18.0.1/",
+            "http://198.19.255.254/",
+            "http://[2002:7f00:1::1]/",                       // 6to4 of 127.0.0.1
+            "http://[2002:c0a8:101::1]/",                     // 6to4 of 192.168.1.1
+            "http://[64:ff9b:1::a00:1]/",                     // local-use NAT64
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", // Teredo
             "http://0.0.0.0/",
             "http://2130706433/", // 127.0.0.1 in decimal
             "http://0x7f.1/",

@@ -84,6 +84,8 @@ pub fn enqueue_rejects_bad_dags_and_unknown_tenants(j: &dyn Journal) {
     assert!(matches!(j.enqueue(bad, T0), Err(Error::Invalid(_))));
     assert!(matches!(j.enqueue(new_job("ten_missing"), T0), Err(Error::NotFound { .. })));
     assert!(j.jobs(&JobFilter::default()).unwrap().is_empty(), "nothing half-written");
+    let default = j.tenant(DEFAULT_TENANT).unwrap().expect("the default tenant exists from the start");
+    assert!(default.created_at > 1_700_000_000_000, "the default tenant has a real creation time: {default:?}");
 }
 
 pub fn idempotency_key_returns_same_job_for_24h(j: &dyn Journal) {
@@ -173,7 +175,7 @@ pub fn final_failure_makes_job_dead_and_retry_resumes_tail(j: &dyn Journal) {
     assert!(ready(j, "tenant:default", T0 + 4).is_empty(), "a dead job dispatches nothing");
     // The parallel branch still running may finish; its result is kept but nothing is promoted.
     assert_eq!(succeed(j, &tr, T0 + 5), Finished::Recorded(JobState::Dead));
-    assert_eq!(state_of(j, &id, "embed"), StepState::Pending);
+    assert_eq!(state_of(j, &id, "embed"), StepState::Skipped, "a step the dead job never ran shows skipped");
     let job = j.retry_job(&id, T0 + 10).unwrap();
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.finished_at, None);

@@ -143,6 +143,14 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
     CREATE INDEX deliveries_job ON deliveries(job_seq, seq);
     "#,
+    // v4: the `default` tenant was created at the epoch (0); give it its real age: its first media,
+    // or the moment of this migration for an install that has none yet.
+    r#"
+    UPDATE tenants
+       SET created_at = COALESCE((SELECT MIN(created_at) FROM media WHERE tenant = 'default'),
+                                 CAST(strftime('%s', 'now') AS INTEGER) * 1000)
+     WHERE id = 'default' AND created_at = 0;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -4,6 +4,10 @@
 //! the WAL and survives `kill -9` and power loss as SQLite defines them. Every write is a
 //! `BEGIN IMMEDIATE` transaction, so several processes (the server and the CLI) can share the file:
 //! writers queue on SQLite's lock (`busy_timeout`) instead of failing on an upgrade deadlock.
+//!
+//! Reads never wait behind a writer: they run on read-only connections of their own (a small
+//! pool), each a WAL snapshot, while the one write connection may be waiting for another
+//! process's lock.
 
 mod hooks;
 mod read;
@@ -35,9 +39,16 @@ impl From<serde_json::Error> for Error {
 /// How long a writer waits for another process's transaction before giving up with a busy error.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The SQLite journal. Cheap to share behind an `Arc`; calls are serialised on one connection.
+/// Idle read connections kept open (more are opened when readers overlap, and closed after).
+const IDLE_READERS: usize = 4;
+/// How long the readiness check waits for the write lock.
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// The SQLite journal. Cheap to share behind an `Arc`; writes are serialised on one connection,
+/// reads run on their own connections.
 pub struct SqliteJournal {
     conn: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
 }
 
@@ -62,7 +73,16 @@ impl SqliteJournal {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Self { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path: path.to_path_buf() })
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -89,11 +109,45 @@ impl SqliteJournal {
         Ok(out)
     }
 
-    /// Runs `f` in one read transaction (a consistent snapshot).
+    /// Runs `f` in one read transaction (a consistent snapshot) on a read connection, so it never
+    /// waits for the write lock.
     fn read<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        f(&tx)
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.open_reader()?,
+        };
+        let out = {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            f(&tx)
+        };
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// Whether a write could start now: takes the write lock for at most [`READY_WAIT`] (also
+    /// when this process's writer is busy, or another process holds SQLite's lock).
+    fn try_writable(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + READY_WAIT;
+        let mut conn = loop {
+            match self.conn.try_lock() {
+                Ok(c) => break c,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::Storage("busy: a write of this process is waiting for the lock".into()));
+                }
+            }
+        };
+        conn.busy_timeout(READY_WAIT)?;
+        let result = conn.transaction_with_behavior(TransactionBehavior::Immediate).map(drop);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        result.map_err(|e| Error::Storage(format!("busy: the write lock is held elsewhere ({e})")))
     }
 }
 
@@ -368,7 +422,7 @@ impl super::Journal for SqliteJournal {
         self.read(|tx| read::queue_stats(tx, now))
     }
     fn check_writable(&self) -> Result<()> {
-        self.write(|_| Ok(()))
+        self.try_writable()
     }
 }
 

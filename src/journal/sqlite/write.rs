@@ -108,11 +108,12 @@ fn settle(tx: &Transaction<'_>, seq: i64, now: Millis) -> Result<JobState> {
     Ok(next)
 }
 
-/// The job goes dead: nothing of it is dispatched any more until a manual retry.
+/// The job goes dead: nothing of it is dispatched any more until a manual retry. Steps that never
+/// ran (waiting on their dependencies, or queued behind) are `skipped`; a failed one stays failed.
 fn bury(tx: &Transaction<'_>, seq: i64, now: Millis, error: &ErrorInfo) -> Result<()> {
     tx.execute(
-        "UPDATE steps SET state = CASE state WHEN 'queued' THEN 'pending' ELSE state END, ready_at = NULL \
-         WHERE job_seq = ?1 AND state IN ('queued', 'failed')",
+        "UPDATE steps SET state = CASE WHEN state IN ('queued', 'pending') THEN 'skipped' ELSE state END, \
+         ready_at = NULL WHERE job_seq = ?1 AND state IN ('queued', 'pending', 'failed')",
         [seq],
     )?;
     set_job_state(tx, seq, JobState::Dead, now)?;
@@ -468,7 +469,7 @@ pub(super) fn retry_job(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<J
     // dependencies are done. Running steps (of a cancelled job that has not stopped yet) are left be.
     tx.execute(
         "UPDATE steps SET state = 'pending', ready_at = NULL, budget_base = attempts, lease_owner = NULL \
-         WHERE job_seq = ?1 AND state IN ('pending', 'queued', 'failed', 'cancelled')",
+         WHERE job_seq = ?1 AND state IN ('pending', 'queued', 'failed', 'cancelled', 'skipped')",
         [seq],
     )?;
     set_job_state(tx, seq, JobState::Queued, now)?;
