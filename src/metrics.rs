@@ -92,6 +92,13 @@ pub const WEBHOOK_SECONDS: Def =
     histogram("lectern_webhook_attempt_duration_seconds", "Time of one webhook delivery attempt.", REQUEST_BUCKETS);
 pub const STAGE_RUNNING: Def = gauge("lectern_stage_running_steps", "Steps running now, by stage.");
 pub const STAGE_WORKERS: Def = gauge("lectern_stage_workers", "Worker threads of each stage.");
+pub const SWEPT_BYTES: Def = counter(
+    "lectern_sweeper_reclaimed_bytes_total",
+    "Bytes the sweeper removed: expired uploads, orphaned staging and temp files, sources without media.",
+);
+pub const SWEPT_FILES: Def = counter("lectern_sweeper_reclaimed_files_total", "Files the sweeper removed, by kind.");
+pub const LOG_DROPPED: Def =
+    counter("lectern_log_dropped_total", "Log lines dropped because stderr could not take them (full, closed, slow).");
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -148,16 +148,42 @@ fn stream(
 }
 
 /// Writes a rendition's files under `hls/<media>/<rung>/`.
+///
+/// A transcode that runs again (after a crash, a release or a retry) starts from the first
+/// segment, while players may be following the playlist the earlier run published. RFC 8216
+/// §6.2.1 forbids an `EVENT` playlist to lose segments, so the sink keeps the published playlist
+/// until the new run's lists at least as many segments (the segments themselves are rewritten
+/// byte-identical, which the store leaves untouched). The final `VOD` playlist is always written.
 struct BlobSink {
     blobs: std::sync::Arc<dyn BlobStore>,
     prefix: String,
     segments: usize,
+    /// Segments in the playlist players can see now.
+    published: usize,
+}
+
+impl BlobSink {
+    fn new(blobs: std::sync::Arc<dyn BlobStore>, prefix: String) -> Self {
+        let published = blobs
+            .get(&format!("{prefix}/index.m3u8"))
+            .ok()
+            .map(|b| crate::media::hls::playlist_progress(&String::from_utf8_lossy(&b)).0)
+            .unwrap_or(0);
+        Self { blobs, prefix, segments: 0, published }
+    }
 }
 
 impl SegmentSink for BlobSink {
     fn write_file(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         if name.ends_with(".m4s") {
             self.segments += 1;
+        }
+        if name == "index.m3u8" {
+            let (listed, ended) = crate::media::hls::playlist_progress(&String::from_utf8_lossy(bytes));
+            if listed < self.published && !ended {
+                return Ok(()); // never shrink what players follow
+            }
+            self.published = listed;
         }
         self.blobs.put(&format!("{}/{name}", self.prefix), bytes).map(|_| ()).map_err(std::io::Error::other)
     }
@@ -166,8 +192,17 @@ impl SegmentSink for BlobSink {
 /// The waveform JSON, streamed to a staging file next to the store (memory stays flat whatever the
 /// duration) and adopted under its key at the end; stores without a local disk get it from memory.
 enum WaveformFile {
-    Staged(WaveformWriter<std::io::BufWriter<std::fs::File>>, PathBuf),
+    Staged(WaveformWriter<std::io::BufWriter<std::fs::File>>, PathBuf, PartFile),
     Memory(WaveformWriter<Vec<u8>>),
+}
+
+/// Removes a staging file when the step ends without adopting it (cancelled, failed, panicked).
+struct PartFile(PathBuf);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl WaveformFile {
@@ -182,13 +217,13 @@ impl WaveformFile {
         let path = dir.join(format!("waveform-{media}.json.part"));
         let file = std::fs::File::create(&path).map_err(pack_err)?;
         WaveformWriter::new(OUTPUT_RATE, WAVEFORM_PIXELS_PER_SECOND, std::io::BufWriter::new(file))
-            .map(|w| Self::Staged(w, path))
+            .map(|w| Self::Staged(w, path.clone(), PartFile(path)))
             .map_err(pack_err)
     }
 
     fn push(&mut self, s: &[Vec<f32>]) -> Result<(), StepError> {
         match self {
-            Self::Staged(w, _) => w.push(s),
+            Self::Staged(w, ..) => w.push(s),
             Self::Memory(w) => w.push(s),
         }
         .map_err(pack_err)
@@ -196,7 +231,7 @@ impl WaveformFile {
 
     fn finish(self, ctx: &StepContext, key: &str) -> Result<(), StepError> {
         match self {
-            Self::Staged(w, path) => {
+            Self::Staged(w, path, _part) => {
                 let file = w.finish().map_err(pack_err)?.into_inner().map_err(|e| pack_err(e.error()))?;
                 file.sync_all().map_err(pack_err)?;
                 ctx.blobs.adopt_file(key, &path).map_err(pack_err)
@@ -325,7 +360,7 @@ fn run_transcode(ctx: &StepContext, opts: &TranscodeOptions) -> Result<StepOutpu
     let mut writers = ladder
         .iter()
         .map(|rung| {
-            let sink = BlobSink { blobs: ctx.blobs.clone(), prefix: format!("hls/{media}/{}", rung.name), segments: 0 };
+            let sink = BlobSink::new(ctx.blobs.clone(), format!("hls/{media}/{}", rung.name));
             RenditionWriter::new(rung, OUTPUT_RATE, channels, sink).map_err(pack_err)
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -85,6 +85,8 @@ pub struct Scheduler {
     rng: StdRng,
     /// Shutting down: dispatch nothing new.
     draining: bool,
+    /// The data dir's disk is nearly full: dispatch nothing new until space returns.
+    disk_low: bool,
     /// Attempts stopped by the shutdown, to hand back without charging their budget.
     released: Vec<AttemptRef>,
     /// Events reported by running steps, recorded on the next tick.
@@ -116,6 +118,8 @@ pub struct Snapshot {
     pub stages: Vec<StageSnapshot>,
     pub running: Vec<RunningSnapshot>,
     pub pending_commits: usize,
+    /// New work is held because the data dir's disk is nearly full.
+    pub disk_low: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +163,7 @@ impl Scheduler {
             last_heartbeat: 0,
             rng: StdRng::from_os_rng(),
             draining: false,
+            disk_low: false,
             released: Vec::new(),
             notes_tx,
             notes_rx,
@@ -265,10 +270,30 @@ impl Scheduler {
         }
     }
 
+    /// Whether the data dir's disk has room for new work: below a quarter of `data.min-free-bytes`
+    /// (uploads are refused below all of it) nothing new starts, so the journal keeps room to
+    /// commit what runs; dispatch resumes by itself once space returns.
+    fn room_for_work(&mut self) -> bool {
+        let hold_below = self.d.config.data.min_free_bytes / 4;
+        let low = crate::storage::free_bytes(&self.d.config.data.dir).is_some_and(|f| f < hold_below);
+        if low != self.disk_low {
+            self.disk_low = low;
+            if low {
+                tracing::error!(hold_below, "disk nearly full: holding new work until space returns");
+            } else {
+                tracing::info!("disk space is back: dispatching again");
+            }
+        }
+        !low
+    }
+
     /// Fills free worker slots from the queues, round-robin.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.flush_scheduled || self.draining {
             return; // outcomes first: they may free dependants and they hold slots' results
+        }
+        if !self.room_for_work() {
+            return;
         }
         let now = self.now();
         self.note_blocked_stages(now);
@@ -573,6 +598,7 @@ impl Scheduler {
                 })
                 .collect(),
             pending_commits: self.done.len(),
+            disk_low: self.disk_low,
         }
     }
 }

@@ -71,6 +71,13 @@ pub fn run(config: Config) -> CliResult {
     let system = actix::System::new();
     let result: Result<(), Failure> = system.block_on(async move {
         let metrics = Arc::new(Metrics::new());
+        // Before the engine starts, nothing runs: every staging leftover of an earlier process is
+        // an orphan.
+        let swept = {
+            let s = http::State::new(app.clone(), metrics.clone(), blobs.clone());
+            actix_web::web::block(move || http::sweeper::sweep(&s, true)).await.map_err(|e| e.to_string())?
+        };
+        tracing::info!(files = swept.files(), bytes = swept.bytes(), "start-up sweep done");
         let engine = Engine::start(EngineParts {
             journal: app.journal.clone(),
             clock: app.clock.clone(),
@@ -89,9 +96,10 @@ pub fn run(config: Config) -> CliResult {
             metrics: metrics.clone(),
             clock: app.clock.clone(),
         };
-        let notifier = actix_rt::spawn(notifier.run(stopped));
-        let server = http::server(http::State::new(app, metrics, blobs), &addr)
-            .map_err(|e| format!("http server on {addr}: {e}"))?;
+        let notifier = actix_rt::spawn(notifier.run(stopped.clone()));
+        let state = http::State::new(app, metrics, blobs);
+        let sweeper = actix_rt::spawn(http::sweeper::run(state.clone(), stopped));
+        let server = http::server(state, &addr).map_err(|e| format!("http server on {addr}: {e}"))?;
         let handle = server.handle();
         let mut running = actix_rt::spawn(server);
         let served = tokio::select! {
@@ -106,6 +114,7 @@ pub fn run(config: Config) -> CliResult {
         engine.shutdown(grace).await;
         let _ = stop_notifier.send(true);
         let _ = notifier.await;
+        let _ = sweeper.await;
         served.map_err(|e| format!("http server on {addr}: {e}"))?;
         tracing::info!("lectern stopped");
         Ok(())

@@ -3,19 +3,25 @@
 
 mod admin;
 pub mod auth;
+mod edge;
 mod hls;
+pub mod intake;
 mod jobs;
 mod media;
 pub mod openapi;
 mod ops;
 mod speech;
+pub mod sweeper;
 mod tus;
+mod upload;
 
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
+
+pub use edge::server;
 
 use crate::app::{self, App};
 use crate::metrics::Metrics;
@@ -34,13 +40,33 @@ pub struct State {
     pub auth: Arc<auth::AuthState>,
     /// Checks callback and endpoint URLs when they are registered.
     pub guard: Arc<crate::webhooks::Guard>,
+    /// Free-disk admission of uploads (`data.min-free-bytes`).
+    pub space: Arc<intake::Space>,
+    /// Staging files being written now (the sweeper leaves them alone).
+    pub in_flight: Arc<intake::InFlight>,
 }
 
 impl State {
     pub fn new(app: App, metrics: Arc<Metrics>, blobs: Arc<dyn crate::storage::BlobStore>) -> Self {
         let uploads = Arc::new(tokio::sync::Semaphore::new(app.config.upload.max_in_flight));
         let guard = Arc::new(crate::webhooks::Guard::new(&app.config.webhook));
-        Self { app, metrics, blobs, uploads, tenant_uploads: Default::default(), auth: Default::default(), guard }
+        let space = Arc::new(intake::Space::new(app.data_dir().to_path_buf(), app.config.data.min_free_bytes));
+        Self {
+            app,
+            metrics,
+            blobs,
+            uploads,
+            tenant_uploads: Default::default(),
+            auth: Default::default(),
+            guard,
+            space,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Where uploads are received: on the blob store's disk when it has one (adopted by a rename).
+    pub fn staging_dir(&self) -> std::path::PathBuf {
+        self.blobs.staging_dir().unwrap_or_else(|| self.app.data_dir().join("staging"))
     }
 
     /// Takes one of the tenant's upload slots (and one of the server's), or answers 429/503.
@@ -84,6 +110,9 @@ impl Drop for UploadSlot {
     }
 }
 
+/// `Retry-After` of a 503 or 429 whose cause did not name a better delay, in seconds.
+const DEFAULT_RETRY_AFTER_S: u32 = 5;
+
 /// 404 for a resource of another tenant, exactly as for one that does not exist.
 pub fn not_found(what: &str, id: &str) -> ApiError {
     // Echo at most 80 characters of what the client sent.
@@ -102,11 +131,26 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// Other headers the answer must carry (e.g. tus's `Tus-Version` on 412).
     pub headers: Vec<(&'static str, &'static str)>,
+    /// Close the connection after answering (the request body was not read to its end).
+    pub close: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), retry_after: None, headers: Vec::new() }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// Closes the connection after the answer (a body left unread must not be parsed as a request).
+    pub fn close(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
@@ -132,8 +176,16 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
-        if let Some(s) = self.retry_after {
+        // Every 503 and 429 says when to come back, also where the site that raised it did not.
+        let retry_after = self.retry_after.or(match self.status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => Some(DEFAULT_RETRY_AFTER_S),
+            _ => None,
+        });
+        if let Some(s) = retry_after {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+        }
+        if self.close {
+            resp.force_close();
         }
         for (name, value) in &self.headers {
             resp.insert_header((*name, *value));
@@ -197,6 +249,8 @@ pub(crate) struct Upload {
 pub(crate) async fn accept_upload(state: &web::Data<State>, up: Upload) -> Result<crate::journal::Enqueued, ApiError> {
     let media_id = crate::journal::new_id("med");
     let key = format!("media/{media_id}/source");
+    // The sweeper leaves a source alone while its media record is being committed.
+    let _held = state.in_flight.hold(std::path::Path::new(&key));
     let (blobs, staged, keep) = (state.blobs.clone(), up.staged, up.keep_staged);
     let store_key = key.clone();
     web::block(move || -> crate::storage::Result<()> {
@@ -228,13 +282,20 @@ pub(crate) async fn accept_upload(state: &web::Data<State>, up: Upload) -> Resul
         ..Default::default()
     };
     let blobs = state.blobs.clone();
-    blocking(state, move |app| {
-        let e = app.enqueue(req)?;
-        if e.existing {
-            // Lost a race with the same idempotency key: keep the first upload only.
-            let _ = blobs.delete(&key);
+    blocking(state, move |app| match app.enqueue(req) {
+        Ok(e) => {
+            if e.existing {
+                // Lost a race with the same idempotency key: keep the first upload only.
+                let _ = blobs.delete(&key);
+            }
+            Ok(e)
         }
-        Ok(e)
+        Err(e) => {
+            // Refused (e.g. the journal is busy): the client hears 503 and will send it again, so
+            // the stored file must not stay behind without its media record.
+            let _ = blobs.delete(&key);
+            Err(e)
+        }
     })
     .await
 }
@@ -257,6 +318,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(jobs::configure)
     .configure(hls::configure)
     .configure(media::configure)
+    .configure(upload::configure)
     .configure(speech::configure)
     .configure(tus::configure)
     .configure(openapi::configure)
@@ -275,43 +337,4 @@ pub(crate) async fn fallback(req: actix_web::HttpRequest) -> HttpResponse {
         resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
     }
     resp
-}
-
-/// Binds the server. It runs when awaited and stops through its handle; it does not listen for
-/// signals itself (actix-server would stop the whole actix System after a signal, taking the
-/// engine's arbiters down before they could drain), `lectern serve` does.
-pub fn server(state: State, addr: &str) -> std::io::Result<actix_web::dev::Server> {
-    let data = web::Data::new(state);
-    Ok(actix_web::HttpServer::new(move || {
-        let metrics = data.metrics.clone();
-        actix_web::App::new()
-            .app_data(data.clone())
-            .wrap(actix_web::middleware::Compress::default())
-            .wrap_fn(move |req, srv| {
-                // Requests by route pattern (not raw path: ids would explode the label set).
-                let started = std::time::Instant::now();
-                let metrics = metrics.clone();
-                let method = req.method().to_string();
-                let fut = actix_web::dev::Service::call(srv, req);
-                async move {
-                    let res = fut.await?;
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                    let status = res.status().as_u16().to_string();
-                    let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", status.as_str())];
-                    metrics.inc(crate::metrics::HTTP_REQUESTS, &labels);
-                    metrics.observe(
-                        crate::metrics::HTTP_SECONDS,
-                        &[("route", route.as_str())],
-                        started.elapsed().as_secs_f64(),
-                    );
-                    Ok(res)
-                }
-            })
-            .configure(configure)
-    })
-    .workers(2)
-    .shutdown_timeout(10)
-    .disable_signals()
-    .bind(addr)?
-    .run())
 }

@@ -109,6 +109,12 @@ pub struct Variant {
     pub codecs: String,
 }
 
+/// What a media playlist already lists: (segments, ended with `#EXT-X-ENDLIST`).
+pub fn playlist_progress(text: &str) -> (usize, bool) {
+    let segments = text.lines().filter(|l| l.starts_with("#EXTINF:")).count();
+    (segments, text.lines().any(|l| l.trim() == "#EXT-X-ENDLIST"))
+}
+
 /// Renders a master playlist listing `variants` in the given order (clients start with
 /// the first one).
 pub fn master_playlist(variants: &[Variant]) -> String {

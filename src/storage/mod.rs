@@ -35,6 +35,15 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+/// A stored blob, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub key: String,
+    pub size: u64,
+    /// Last modification, epoch milliseconds.
+    pub modified_ms: i64,
+}
+
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `bytes` at `key` atomically and durably.
     fn put(&self, key: &str, bytes: &[u8]) -> Result<BlobRef>;
@@ -48,6 +57,8 @@ pub trait BlobStore: Send + Sync + 'static {
         self.put(key, &bytes)?;
         std::fs::remove_file(src).map_err(|source| Error::Io { key: key.to_string(), source })
     }
+    /// Every blob whose key starts with `prefix` (e.g. `"media/"`), in no particular order.
+    fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>>;
     /// A directory on the same filesystem as the store, for files being received.
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         None
@@ -68,6 +79,12 @@ pub fn check_key(key: &str) -> Result<()> {
         || key.chars().any(|c| c.is_control())
         || key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad { Err(Error::InvalidKey(key.to_string())) } else { Ok(()) }
+}
+
+/// Free bytes (for an unprivileged writer) on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

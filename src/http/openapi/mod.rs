@@ -44,7 +44,13 @@ error_responses! {
         `Retry-After` seconds.", retry_after: true;
     Unavailable = "Overloaded, shutting down, or a dependency (journal, storage, model, index) is not \
         available; retry after `Retry-After` seconds when given.", retry_after: true;
-    InsufficientStorage = "The server's disk is full.", retry_after: true;
+    InsufficientStorage = "The server is low on disk space (`data.min-free-bytes`); retry after \
+        `Retry-After` seconds.", retry_after: true;
+    RequestTimeout = "The upload body stalled (nothing for `upload.idle-timeout`) or trickled below \
+        `upload.min-rate`; the connection is closed. A tus upload keeps what arrived: resume it.",
+        retry_after: false;
+    ServerError = "The server failed while handling the request (not the request's fault); retry later.",
+        retry_after: false;
 }
 
 /// What the `Caller` extractor may answer on every route that takes a key: 401 (no or an unknown
@@ -116,7 +122,9 @@ impl Modify for Bearer {
             UnsupportedMediaType,
             TooManyRequests,
             Unavailable,
-            InsufficientStorage
+            InsufficientStorage,
+            RequestTimeout,
+            ServerError
         ),
     ),
     security(("bearer" = [])),
@@ -143,6 +151,7 @@ pub fn document() -> Value {
     let mut doc = Root::openapi();
     for part in [
         super::media::Api::openapi(),
+        super::upload::Api::openapi(),
         super::tus::Api::openapi(),
         super::speech::Api::openapi(),
         super::jobs::Api::openapi(),
@@ -255,7 +264,8 @@ mod tests {
         include_str!("../media.rs"),
         include_str!("../ops.rs"),
         include_str!("../speech.rs"),
-        include_str!("../tus.rs"),
+        include_str!("../tus/mod.rs"),
+        include_str!("../upload.rs"),
         include_str!("mod.rs"),
     ];
     const METHODS: &[&str] = &["get", "post", "put", "patch", "delete", "head", "options"];

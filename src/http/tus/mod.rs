@@ -1,108 +1,78 @@
-//! Resumable uploads: tus 1.0.0 core + `creation` + `termination` under `/v1/uploads`.
+//! Resumable uploads: tus 1.0.0 core + `creation` + `termination` + `expiration` under `/v1/uploads`.
 //!
-//! An upload's state lives on disk next to its bytes, so it survives restarts and crashes: the
-//! staging file's length *is* the offset (each PATCH is fsynced before it is acknowledged), and a
-//! JSON sidecar holds the declared length and metadata. When the last byte arrives the upload
-//! becomes media + an ingest job exactly like `POST /v1/media`, idempotently (the upload id is the
-//! idempotency key, so a repeated final PATCH cannot enqueue twice).
+//! An upload's state lives on disk next to its bytes ([`store`]), so it survives restarts and
+//! crashes. Each PATCH streams under the body timing rules (a stalled PATCH is cut off, keeps what
+//! arrived, and a new PATCH from another connection takes over at once). When the last byte arrives
+//! the upload becomes media + an ingest job exactly like `POST /v1/media`, idempotently (the upload
+//! id is the idempotency key, so a repeated final PATCH cannot enqueue twice). Unfinished uploads
+//! expire after `upload.expiry` (`Upload-Expires`); a tenant may have `upload.open-per-tenant` of
+//! them declaring at most `upload.declared-bytes-per-tenant` bytes.
 
-use std::collections::HashSet;
+mod store;
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
+use super::intake::{self, BodyLimits, HEAD_BYTES, TimedBody, storage_error};
 use super::openapi::schemas as s;
 use super::openapi::{
-    BadRequest, CallerErrors, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, UnsupportedMediaType,
+    BadRequest, CallerErrors, Conflict, InsufficientStorage, NotFound, PayloadTooLarge, PreconditionFailed,
+    RequestTimeout, ServerError, UnsupportedMediaType,
 };
 use super::{ApiError, State, Upload, accept_upload};
 use crate::auth::Caller;
 use crate::journal::new_id;
-use crate::media::probe::{SNIFF_MAX_BYTES, sniff};
+use store::{Info, OpenUploads, UploadLock, files, read_info, save, valid_id};
+pub use store::{age_ms, sweep};
 
 const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,termination";
-
-/// Uploads with a PATCH in progress: a second concurrent PATCH gets 409 instead of interleaving.
-static BUSY: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-
-struct Busy(String);
-
-impl Busy {
-    fn take(id: &str) -> Option<Busy> {
-        let mut set = BUSY.lock().unwrap_or_else(|p| p.into_inner());
-        set.get_or_insert_with(HashSet::new).insert(id.to_string()).then(|| Busy(id.to_string()))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        if let Some(set) = BUSY.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            set.remove(&self.0);
-        }
-    }
-}
-
-/// The sidecar of an upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Info {
-    id: String,
-    tenant: String,
-    length: u64,
-    metadata: std::collections::BTreeMap<String, String>,
-    sniffed: bool,
-    media_id: Option<String>,
-    job_id: Option<String>,
-}
+const EXTENSIONS: &str = "creation,termination,expiration";
 
 fn tus_err(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(status, code, message)
 }
 
-fn dir(state: &State) -> PathBuf {
-    state.blobs.staging_dir().unwrap_or_else(|| state.app.data_dir().join("staging")).join("tus")
-}
-
-fn valid_id(id: &str) -> bool {
-    id.len() == 36 && id.starts_with("upl_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
+/// The directory of tus uploads.
+pub fn dir(state: &State) -> PathBuf {
+    state.staging_dir().join("tus")
 }
 
 fn paths(state: &State, id: &str) -> Result<(PathBuf, PathBuf), ApiError> {
     if !valid_id(id) {
         return Err(tus_err(StatusCode::NOT_FOUND, "not_found", "no such upload"));
     }
-    let d = dir(state);
-    Ok((d.join(format!("{id}.part")), d.join(format!("{id}.json"))))
+    Ok(files(&dir(state), id))
 }
 
-/// The caller's upload `id` (another tenant's answers 404 like a missing one).
+/// The caller's upload `id` (another tenant's answers 404 like a missing one; an expired one 410).
 fn load(state: &State, caller: &Caller, id: &str) -> Result<(Info, u64, PathBuf, PathBuf), ApiError> {
     let (data, side) = paths(state, id)?;
     let missing = || tus_err(StatusCode::NOT_FOUND, "not_found", "no such upload");
-    let info: Info = serde_json::from_slice(&std::fs::read(&side).map_err(|_| missing())?).map_err(|_| missing())?;
+    let info = read_info(&side).ok_or_else(missing)?;
     if !caller.sees(&info.tenant) {
         return Err(missing());
+    }
+    if !info.finished() && info.expires_at > 0 && info.expires_at <= state.app.clock.now_ms() {
+        return Err(tus_err(StatusCode::GONE, "upload_expired", "the upload expired; start a new one"));
     }
     let offset = std::fs::metadata(&data).map_err(|_| missing())?.len();
     Ok((info, offset, data, side))
 }
 
-fn save(side: &PathBuf, info: &Info) -> std::io::Result<()> {
-    let tmp = side.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(info).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, side)
+fn io_err(e: std::io::Error) -> ApiError {
+    storage_error(&e)
 }
 
-fn io_err(e: std::io::Error) -> ApiError {
-    tracing::error!(error = %e, "tus storage failed");
-    tus_err(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload could not be stored").retry_after(30)
+/// `Upload-Expires` (an HTTP date) of an unfinished upload.
+fn expires_header(info: &Info) -> Option<String> {
+    (!info.finished() && info.expires_at > 0).then(|| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.expires_at as u64);
+        actix_web::http::header::HttpDate::from(t).to_string()
+    })
 }
 
 fn with_tus(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -110,7 +80,7 @@ fn with_tus(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBui
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            "Location, Upload-Offset, Upload-Length, Tus-Resumable, Lectern-Media-Id, Lectern-Job-Id",
+            "Location, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, Lectern-Media-Id, Lectern-Job-Id",
         ));
     b
 }
@@ -124,8 +94,9 @@ fn check_version(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// `Upload-Metadata: key base64,key2 base64` → decoded map (values must be UTF-8).
-fn parse_metadata(raw: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+/// `Upload-Metadata: key base64,key2 base64` → decoded map (values must be UTF-8; `title` and
+/// `callback_url` are bounded and free of control characters).
+pub fn parse_metadata(raw: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
     use base64::Engine;
     let bad = |m: &str| tus_err(StatusCode::BAD_REQUEST, "invalid_metadata", m.to_string());
     let mut out = std::collections::BTreeMap::new();
@@ -135,9 +106,10 @@ fn parse_metadata(raw: &str) -> Result<std::collections::BTreeMap<String, String
             .decode(v.trim())
             .map_err(|_| bad("a metadata value is not base64"))?;
         let v = String::from_utf8(v).map_err(|_| bad("a metadata value is not UTF-8"))?;
-        if k.is_empty() || k.len() > 64 || v.len() > 2048 {
-            return Err(bad("metadata keys are 1-64 bytes, values at most 2 KiB"));
+        if k.is_empty() || k.len() > 64 || v.len() > 2048 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("metadata keys are 1-64 visible ASCII bytes, values at most 2 KiB"));
         }
+        let v = if matches!(k, "title" | "callback_url" | "filename") { intake::clean_text(k, v)? } else { v };
         out.insert(k.to_string(), v);
     }
     Ok(out)
@@ -176,40 +148,51 @@ async fn options_upload() -> HttpResponse {
     options().await
 }
 
-/// Creates an upload of `Upload-Length` bytes; its URL is in `Location`.
+/// The declared length of a creation request, checked.
+fn upload_length(req: &HttpRequest, max: u64) -> Result<u64, ApiError> {
+    if req.headers().contains_key("Upload-Defer-Length") {
+        return Err(tus_err(
+            StatusCode::BAD_REQUEST,
+            "upload_length",
+            "deferred length (Upload-Defer-Length) is not supported: send Upload-Length",
+        ));
+    }
+    let raw = req.headers().get("Upload-Length").ok_or_else(|| {
+        tus_err(StatusCode::BAD_REQUEST, "upload_length", "Upload-Length is required: the file's size in bytes")
+    })?;
+    let length = raw.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+        tus_err(StatusCode::BAD_REQUEST, "upload_length", "Upload-Length must be a whole, non-negative number of bytes")
+    })?;
+    if length > max {
+        return Err(super::upload::too_large(max));
+    }
+    if length == 0 {
+        return Err(tus_err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", "the upload is empty"));
+    }
+    Ok(length)
+}
+
+/// Creates an upload of `Upload-Length` bytes; its URL is in `Location`, its expiry in `Upload-Expires`.
 #[utoipa::path(
     post, path = "/v1/uploads", tag = "uploads", operation_id = "tus_create",
     params(s::TusCreateHeaders),
     responses(
-        (status = 201, description = "Created", headers(("Location" = String), ("Tus-Resumable" = String))),
+        (status = 201, description = "Created", headers(
+            ("Location" = String), ("Tus-Resumable" = String),
+            ("Upload-Expires" = String, description = "When the unfinished upload expires (HTTP date)"),
+        )),
         (status = 400, response = BadRequest),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
+        (status = 507, response = InsufficientStorage),
         CallerErrors,
     ),
 )]
 async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
-    let max = state.app.config.upload.max_bytes;
-    let length =
-        req.headers().get("Upload-Length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).ok_or_else(|| {
-            tus_err(
-                StatusCode::BAD_REQUEST,
-                "upload_length",
-                "Upload-Length is required (deferred length is not supported)",
-            )
-        })?;
-    if length > max {
-        return Err(tus_err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("uploads are limited to {max} bytes"),
-        ));
-    }
-    if length == 0 {
-        return Err(tus_err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_audio", "the upload is empty"));
-    }
+    let opts = &state.app.config.upload;
+    let length = upload_length(&req, opts.max_bytes)?;
     // A value that is not ASCII is refused, not ignored (the title or callback would vanish).
     let metadata = match req.headers().get("Upload-Metadata").map(|v| v.to_str()) {
         Some(Ok(raw)) => parse_metadata(raw)?,
@@ -227,27 +210,42 @@ async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Re
             .await?
             .map_err(|e| tus_err(StatusCode::BAD_REQUEST, "invalid_callback_url", e.to_string()))?;
     }
+    // Room for the whole file now (the PATCHes check again for what is left).
+    drop(state.space.admit(length)?);
+    let now = state.app.clock.now_ms();
     let info = Info {
         id: new_id("upl"),
         tenant: caller.tenant.clone(),
         length,
         metadata,
         sniffed: false,
+        validate: false,
         media_id: None,
         job_id: None,
+        expires_at: now + opts.expiry.as_millis() as i64,
     };
-    let (data, side) = paths(&state, &info.id)?;
     let dir = dir(&state);
+    OpenUploads::with(&dir, now, |o| {
+        o.admit(&info.id, &info.tenant, length, opts.open_per_tenant, opts.declared_bytes_per_tenant)
+    })?;
+    let (data, side) = files(&dir, &info.id);
     let saved = info.clone();
-    web::block(move || -> std::io::Result<()> {
+    let created = web::block(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::File::create(&data)?.sync_all()?;
-        save(&side, &saved)?;
-        std::fs::File::open(&dir)?.sync_all()
+        save(&side, &saved)
     })
-    .await?
-    .map_err(io_err)?;
-    Ok(with_tus(HttpResponse::Created()).insert_header((header::LOCATION, format!("/v1/uploads/{}", info.id))).finish())
+    .await?;
+    if let Err(e) = created {
+        OpenUploads::with(&self::dir(&state), now, |o| o.close(&info.id));
+        return Err(io_err(e));
+    }
+    let mut resp = with_tus(HttpResponse::Created());
+    resp.insert_header((header::LOCATION, format!("/v1/uploads/{}", info.id)));
+    if let Some(exp) = expires_header(&info) {
+        resp.insert_header(("Upload-Expires", exp));
+    }
+    Ok(resp.finish())
 }
 
 /// How much of an upload the server has (`Upload-Offset`); once complete, its media and job ids.
@@ -257,10 +255,12 @@ async fn create(req: HttpRequest, caller: Caller, state: web::Data<State>) -> Re
     responses(
         (status = 200, description = "The upload's state", headers(
             ("Upload-Offset" = u64), ("Upload-Length" = u64), ("Tus-Resumable" = String),
+            ("Upload-Expires" = String, description = "While unfinished"),
             ("Lectern-Media-Id" = String, description = "Once complete"),
             ("Lectern-Job-Id" = String, description = "Once complete"),
         )),
         (status = 404, response = NotFound),
+        (status = 410, description = "The upload expired", body = s::ErrorBody),
         (status = 412, response = PreconditionFailed),
         CallerErrors,
     ),
@@ -277,63 +277,59 @@ async fn head(
     resp.insert_header(("Upload-Offset", offset.to_string()))
         .insert_header(("Upload-Length", info.length.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(exp) = expires_header(&info) {
+        resp.insert_header(("Upload-Expires", exp));
+    }
     if let (Some(m), Some(j)) = (&info.media_id, &info.job_id) {
         resp.insert_header(("Lectern-Media-Id", m.as_str())).insert_header(("Lectern-Job-Id", j.as_str()));
     }
     Ok(resp.finish())
 }
 
-/// Appends bytes at `Upload-Offset`; the last byte turns the upload into media and an ingest job.
-#[utoipa::path(
-    patch, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_patch",
-    params(("id" = String, Path, description = "Upload id"), s::TusPatchHeaders),
-    request_body(content = s::Binary, content_type = "application/offset+octet-stream"),
-    responses(
-        (status = 204, description = "Stored (fsynced)", headers(
-            ("Upload-Offset" = u64), ("Tus-Resumable" = String),
-            ("Lectern-Media-Id" = String, description = "When this PATCH completed the upload"),
-            ("Lectern-Job-Id" = String, description = "When this PATCH completed the upload"),
-        )),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 412, response = PreconditionFailed),
-        (status = 415, response = UnsupportedMediaType),
-        CallerErrors,
-    ),
-)]
-async fn patch(
-    req: HttpRequest,
-    caller: Caller,
-    mut payload: web::Payload,
-    state: web::Data<State>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    check_version(&req)?;
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if ct != "application/offset+octet-stream" {
-        return Err(tus_err(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_type",
-            "PATCH needs application/offset+octet-stream",
-        ));
-    }
-    let _busy = Busy::take(&id)
-        .ok_or_else(|| tus_err(StatusCode::CONFLICT, "upload_busy", "another PATCH of this upload is in progress"))?;
-    let (mut info, offset, data, side) = load(&state, &caller, &id)?;
-    let _slot = state.upload_slot(&info.tenant)?;
-    let claimed = req.headers().get("Upload-Offset").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if claimed != Some(offset) {
-        return Err(tus_err(StatusCode::CONFLICT, "offset_mismatch", format!("the upload is at offset {offset}")));
-    }
-    let mut file = std::fs::OpenOptions::new().append(true).open(&data).map_err(io_err)?;
-    let mut written = offset;
-    let mut buf = Vec::new();
-    let mut failure = None;
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else { break }; // a broken connection: keep what arrived
-        if written + buf.len() as u64 + chunk.len() as u64 > info.length {
-            failure = Some(tus_err(StatusCode::BAD_REQUEST, "beyond_length", "more bytes than Upload-Length"));
+/// How a PATCH body ended.
+enum BodyEnd {
+    /// All of it arrived (or the client closed the stream cleanly).
+    Complete,
+    /// Stopped early: the answer for this PATCH (what arrived is kept).
+    Stopped(ApiError),
+}
+
+/// Appends the body to the `.part` file from `offset`, fsyncing before it returns. Stops when the
+/// body stalls, the client goes away, or another PATCH wants the upload; what arrived is kept.
+async fn append(
+    state: &State,
+    lock: &UploadLock,
+    payload: web::Payload,
+    data: &std::path::Path,
+    offset: u64,
+    length: u64,
+) -> Result<(u64, BodyEnd), ApiError> {
+    let limits = BodyLimits::from_config(&state.app.config.upload);
+    let mut body = TimedBody::new(payload, limits);
+    let stalled = body.stalled();
+    let mut file = std::fs::OpenOptions::new().append(true).open(data).map_err(io_err)?;
+    let (mut written, mut buf, mut end) = (offset, Vec::new(), BodyEnd::Complete);
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = lock.wanted() => {
+                end = BodyEnd::Stopped(tus_err(StatusCode::CONFLICT, "upload_taken_over",
+                    "another PATCH of this upload took over; what arrived was kept").close());
+                break;
+            }
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                end = BodyEnd::Stopped(intake::body_error(stalled.get(), &limits, e));
+                break;
+            }
+        };
+        if written + buf.len() as u64 + chunk.len() as u64 > length {
+            end = BodyEnd::Stopped(
+                tus_err(StatusCode::BAD_REQUEST, "beyond_length", "more bytes than Upload-Length").close(),
+            );
             break;
         }
         buf.extend_from_slice(&chunk);
@@ -348,49 +344,131 @@ async fn patch(
             written += r.map_err(io_err)? as u64;
         }
     }
-    let (file, r) = web::block(move || {
+    let (_, r) = web::block(move || {
         let r = file.write_all(&buf).and_then(|_| file.sync_all()).map(|_| buf.len());
         (file, r)
     })
     .await?;
-    drop(file);
     written += r.map_err(io_err)? as u64;
-    if let Some(e) = failure {
+    Ok((written, end))
+}
+
+/// Reads the head of the `.part` file and sniffs it; a refused file is removed with its sidecar.
+async fn sniff_upload(
+    state: &State,
+    info: &mut Info,
+    data: &std::path::Path,
+    side: &std::path::Path,
+) -> Result<(), ApiError> {
+    let path = data.to_path_buf();
+    let head = web::block(move || -> std::io::Result<Vec<u8>> {
+        let mut h = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path)?, HEAD_BYTES as u64), &mut h)?;
+        Ok(h)
+    })
+    .await?
+    .map_err(io_err)?;
+    match intake::sniff_head(head).await {
+        Ok(complete) => {
+            info.sniffed = true;
+            info.validate = !complete;
+            let (s, i) = (side.to_path_buf(), info.clone());
+            web::block(move || save(&s, &i)).await?.map_err(io_err)
+        }
+        Err(e) if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            remove(state, info, data, side);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Forgets an upload: its files and its place in the caps.
+fn remove(state: &State, info: &Info, data: &std::path::Path, side: &std::path::Path) {
+    let _ = std::fs::remove_file(data);
+    let _ = std::fs::remove_file(side);
+    OpenUploads::with(&dir(state), state.app.clock.now_ms(), |o| o.close(&info.id));
+}
+
+/// Appends bytes at `Upload-Offset`; the last byte turns the upload into media and an ingest job.
+#[utoipa::path(
+    patch, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "tus_patch",
+    params(("id" = String, Path, description = "Upload id"), s::TusPatchHeaders),
+    request_body(content = s::Binary, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored (fsynced)", headers(
+            ("Upload-Offset" = u64), ("Tus-Resumable" = String),
+            ("Upload-Expires" = String, description = "While unfinished"),
+            ("Lectern-Media-Id" = String, description = "When this PATCH completed the upload"),
+            ("Lectern-Job-Id" = String, description = "When this PATCH completed the upload"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 410, description = "The upload expired", body = s::ErrorBody),
+        (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = ServerError),
+        (status = 507, response = InsufficientStorage),
+        CallerErrors,
+    ),
+)]
+async fn patch(
+    req: HttpRequest,
+    caller: Caller,
+    payload: web::Payload,
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&req)?;
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct != "application/offset+octet-stream" {
+        return Err(tus_err(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "PATCH needs application/offset+octet-stream",
+        )
+        .close());
+    }
+    load(&state, &caller, &id)?; // 404 before waiting for another PATCH's lock
+    let lock = UploadLock::take(&id).await?;
+    let (mut info, offset, data, side) = load(&state, &caller, &id)?;
+    let _slot = state.upload_slot(&info.tenant)?;
+    let claimed = req.headers().get("Upload-Offset").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if claimed != Some(offset) {
+        return Err(
+            tus_err(StatusCode::CONFLICT, "offset_mismatch", format!("the upload is at offset {offset}")).close()
+        );
+    }
+    let _room = state.space.admit(info.length - offset).map_err(ApiError::close)?;
+    let (written, end) = append(&state, &lock, payload, &data, offset, info.length).await?;
+    if let BodyEnd::Stopped(e) = end {
+        tracing::info!(upload.id = %info.id, offset = written, code = %e.code, "tus PATCH stopped early");
         return Err(e);
     }
     // Refuse non-audio as soon as enough has arrived to tell.
-    if !info.sniffed && (written >= SNIFF_MAX_BYTES as u64 || written == info.length) {
-        let path = data.clone();
-        let head = web::block(move || -> std::io::Result<Vec<u8>> {
-            let mut h = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::open(path)?, SNIFF_MAX_BYTES as u64),
-                &mut h,
-            )?;
-            Ok(h)
-        })
-        .await?
-        .map_err(io_err)?;
-        if let Err(e) = web::block(move || sniff(&head)).await? {
-            let _ = std::fs::remove_file(&data);
-            let _ = std::fs::remove_file(&side);
-            return Err(tus_err(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                e.code(),
-                format!("not a supported audio file: {e}"),
-            ));
-        }
-        info.sniffed = true;
-        let (s, i) = (side.clone(), info.clone());
-        web::block(move || save(&s, &i)).await?.map_err(io_err)?;
+    if !info.sniffed && (written >= HEAD_BYTES as u64 || written == info.length) {
+        sniff_upload(&state, &mut info, &data, &side).await?;
     }
     let mut resp = with_tus(HttpResponse::NoContent());
     resp.insert_header(("Upload-Offset", written.to_string()));
     if written == info.length {
+        if info.validate
+            && let Err(e) = intake::validate_stored(data.clone()).await
+        {
+            if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                remove(&state, &info, &data, &side);
+            }
+            return Err(e);
+        }
         let (media, job) = finish(&state, &mut info, &data).await?;
         let (s, i) = (side.clone(), info.clone());
         web::block(move || save(&s, &i)).await?.map_err(io_err)?;
+        OpenUploads::with(&dir(&state), state.app.clock.now_ms(), |o| o.close(&info.id));
         resp.insert_header(("Lectern-Media-Id", media)).insert_header(("Lectern-Job-Id", job));
+    } else if let Some(exp) = expires_header(&info) {
+        resp.insert_header(("Upload-Expires", exp));
     }
     Ok(resp.finish())
 }
@@ -434,6 +512,7 @@ async fn finish(
         (status = 204, description = "Removed", headers(("Tus-Resumable" = String))),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 410, description = "The upload expired", body = s::ErrorBody),
         (status = 412, response = PreconditionFailed),
         CallerErrors,
     ),
@@ -445,14 +524,11 @@ async fn terminate(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
-    let (_, _, data, side) = load(&state, &caller, &id)?;
-    let _busy = Busy::take(&id)
-        .ok_or_else(|| tus_err(StatusCode::CONFLICT, "upload_busy", "a PATCH of this upload is in progress"))?;
-    web::block(move || {
-        let _ = std::fs::remove_file(data);
-        let _ = std::fs::remove_file(side);
-    })
-    .await?;
+    load(&state, &caller, &id)?;
+    let _lock = UploadLock::take(&id).await?;
+    let (info, _, data, side) = load(&state, &caller, &id)?;
+    let st = state.clone();
+    web::block(move || remove(&st, &info, &data, &side)).await?;
     Ok(with_tus(HttpResponse::NoContent()).finish())
 }
 
@@ -489,7 +565,7 @@ mod tests {
         assert_eq!(m.get("title").map(String::as_str), Some("Sunday"));
         assert_eq!(m.get("empty").map(String::as_str), Some(""));
         assert!(parse_metadata("filename !!!").is_err());
-        assert!(valid_id("upl_0192f0a1b2c3d4e5f60718293a4b5c6d"));
-        assert!(!valid_id("upl_../../../../../../../etc/passwd00"));
+        // A title with a line break (base64 of "a\r\nb") is refused, not stored.
+        assert_eq!(parse_metadata("title YQ0KYg==").unwrap_err().code, "invalid_title");
     }
 }
