@@ -141,6 +141,19 @@ async fn playlists_and_segments_have_the_right_headers() {
     .await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
+    // The tag comes from the content: the same bytes written again (a re-run transcode) keep it,
+    // other bytes change it.
+    let seg_path = dir.path().join(format!("blobs/hls/{MEDIA}/a64/seg-00000.m4s"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&seg_path, &seg).unwrap();
+    let get = || test::TestRequest::get().uri(&format!("/hls/{MEDIA}/a64/seg-00000.m4s")).to_request();
+    let rewritten = test::call_service(&svc, get()).await;
+    assert_eq!(h(&rewritten, header::ETAG), etag, "the same content keeps its ETag whatever the file's mtime");
+    std::fs::write(&seg_path, b"other bytes").unwrap();
+    let changed = test::call_service(&svc, get()).await;
+    assert_ne!(h(&changed, header::ETAG), etag);
+    std::fs::write(&seg_path, &seg).unwrap();
+
     let init =
         test::call_service(&svc, test::TestRequest::get().uri(&format!("/hls/{MEDIA}/a64/init.mp4")).to_request())
             .await;

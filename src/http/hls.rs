@@ -3,8 +3,9 @@
 //!
 //! - MIME types per the HLS spec and CMAF: playlists `application/vnd.apple.mpegurl`, init and media
 //!   segments `audio/mp4`.
-//! - `Range`, strong `ETag`, `If-None-Match`/`If-Modified-Since` (304), `HEAD`: served by
-//!   actix-files from the file.
+//! - `Range`, `If-Modified-Since` (304), `HEAD`: served by actix-files from the file. The strong
+//!   `ETag` is derived from the content (a hash, computed once per file version), so a file a
+//!   re-run rewrote byte-identical keeps its tag, and `If-None-Match` is answered from it.
 //! - Caching: segments never change once written (`immutable`, a year); a playlist still growing
 //!   (no `#EXT-X-ENDLIST`) must be re-read by players (`max-age=1`), a finished one for 5 minutes.
 //! - Playlists are gzipped when asked (`Accept-Encoding`); segments never (already compressed, and
@@ -146,9 +147,16 @@ async fn get(
         }
     };
     let named = NamedFile::open_async(&file).await.map_err(|_| not_found())?;
+    let etag = state.etags.tag(&file, named.metadata()).await.map_err(|_| not_found())?;
+    if none_match(&req, &etag) {
+        let mut resp = HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
+        cors(&mut resp);
+        return Ok(resp);
+    }
     let named = named
         .set_content_type(mime.parse().expect("static mime"))
-        .use_etag(true)
+        .use_etag(false)
         .use_last_modified(true)
         .disable_content_disposition();
     let named = if matches!(kind, HlsFile::Init | HlsFile::Segment) {
@@ -169,12 +177,58 @@ async fn get(
             resp.headers_mut().insert(header::CONTENT_RANGE, range);
         }
     }
+    if resp.status().is_success() {
+        resp.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    }
     if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
         // Not on a 416: a cache must not keep an error for a year.
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache.to_string()).expect("ascii"));
     }
     cors(&mut resp);
     Ok(resp)
+}
+
+/// Whether `If-None-Match` lists `etag` (or `*`): weak comparison, as RFC 9110 §13.1.2 wants.
+fn none_match(req: &HttpRequest, etag: &str) -> bool {
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    req.headers().get_all(header::IF_NONE_MATCH).filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|t| t.trim() == "*" || opaque(t) == opaque(etag))
+    })
+}
+
+/// Content-derived ETags of the files served, computed once per file version: keyed by device,
+/// inode, length and modification time, so a replaced file is hashed again and an untouched one
+/// never.
+#[derive(Default)]
+pub struct ContentTags(std::sync::Mutex<std::collections::HashMap<(u64, u64, u64, i64, i64), String>>);
+
+/// Files whose tags are remembered; beyond this the memory is dropped and refilled on demand.
+const MAX_TAGS: usize = 100_000;
+
+impl ContentTags {
+    /// The strong ETag (`"<first 128 bits of sha256>"`) of the file at `path` with metadata `md`.
+    pub async fn tag(&self, path: &std::path::Path, md: &std::fs::Metadata) -> std::io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let key = (md.dev(), md.ino(), md.len(), md.mtime(), md.mtime_nsec());
+        if let Some(t) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(t.clone());
+        }
+        let path = path.to_path_buf();
+        let tag = web::block(move || -> std::io::Result<String> {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+            Ok(format!("\"{}\"", hex::encode(&h.finalize()[..16])))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TAGS {
+            map.clear();
+        }
+        map.insert(key, tag.clone());
+        Ok(tag)
+    }
 }
 
 /// Public media play from any URL; `signed` media only from a valid, unexpired token URL.

@@ -4,7 +4,7 @@
 mod admin;
 pub mod auth;
 mod edge;
-mod hls;
+pub mod hls;
 pub mod intake;
 mod jobs;
 mod media;
@@ -44,6 +44,8 @@ pub struct State {
     pub space: Arc<intake::Space>,
     /// Staging files being written now (the sweeper leaves them alone).
     pub in_flight: Arc<intake::InFlight>,
+    /// Content-derived ETags of HLS files.
+    pub etags: Arc<hls::ContentTags>,
 }
 
 impl State {
@@ -61,6 +63,7 @@ impl State {
             guard,
             space,
             in_flight: Default::default(),
+            etags: Default::default(),
         }
     }
 
