@@ -45,6 +45,9 @@ impl Drop for ArbiterGuard {
     }
 }
 
+/// How long a snapshot request waits for the scheduler.
+const OBSERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Engine {
     /// Starts the worker pools and the scheduler. Must be called inside a running actix `System`.
     pub fn start(parts: EngineParts) -> Result<Self, String> {
@@ -77,8 +80,10 @@ impl Engine {
         let _ = self.scheduler.try_send(Wake);
     }
 
+    /// The scheduler's snapshot, or `None` when it does not answer within a second (it is gone, or
+    /// stuck waiting for the journal's lock: either way not ready).
     pub async fn observe(&self) -> Option<Snapshot> {
-        self.scheduler.send(Observe).await.ok()
+        self.scheduler.send(Observe).timeout(OBSERVE_WAIT).await.ok()
     }
 
     /// Drains the engine: dispatches nothing new, asks running steps to stop, waits up to `grace`,

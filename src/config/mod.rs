@@ -138,8 +138,8 @@ impl Config {
             return Err(key_err(
                 "admin.key",
                 format!(
-                    "must be at least {MIN_ADMIN_KEY_CHARS} characters without spaces (an empty key would leave \
-                     the API open); generate one with `openssl rand -hex 32`"
+                    "LECTERN_ADMIN_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters without spaces (an \
+                     empty key would leave the API open); generate one with `openssl rand -hex 32`"
                 ),
             ));
         }

@@ -191,16 +191,20 @@ async fn get(
 /// Whether `If-None-Match` lists `etag` (or `*`): weak comparison, as RFC 9110 §13.1.2 wants.
 fn none_match(req: &HttpRequest, etag: &str) -> bool {
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    req.headers().get_all(header::IF_NONE_MATCH).filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|t| t.trim() == "*" || opaque(t) == opaque(etag))
-    })
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim() == "*" || opaque(t) == opaque(etag)))
 }
 
 /// Content-derived ETags of the files served, computed once per file version: keyed by device,
 /// inode, length and modification time, so a replaced file is hashed again and an untouched one
 /// never.
 #[derive(Default)]
-pub struct ContentTags(std::sync::Mutex<std::collections::HashMap<(u64, u64, u64, i64, i64), String>>);
+pub struct ContentTags(std::sync::Mutex<std::collections::HashMap<FileVersion, String>>);
+
+/// (device, inode, length, mtime seconds, mtime nanoseconds) of a file.
+type FileVersion = (u64, u64, u64, i64, i64);
 
 /// Files whose tags are remembered; beyond this the memory is dropped and refilled on demand.
 const MAX_TAGS: usize = 100_000;

@@ -38,14 +38,20 @@ async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let journal = blocking(&state, |app| Ok(app.journal.check_writable()?))
-        .await
-        .map(|_| "ok".to_string())
-        .unwrap_or_else(|e| format!("failed: {}", e.message));
-    let engine = match &state.app.engine {
-        Some(e) if e.observe().await.is_some() => "ok",
-        _ => "not running",
+    // Both checks wait at most a second, side by side.
+    let journal = async {
+        blocking(&state, |app| Ok(app.journal.check_writable()?))
+            .await
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(|e| format!("failed: {}", e.message))
     };
+    let engine = async {
+        match &state.app.engine {
+            Some(e) if e.observe().await.is_some() => "ok",
+            _ => "not answering (stopped, or waiting for the journal)",
+        }
+    };
+    let (journal, engine) = futures_util::future::join(journal, engine).await;
     let models = if !state.app.config.models.speech {
         "off"
     } else if state.app.models.loaded() {

@@ -62,7 +62,14 @@ impl BlobStore for LocalFs {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, &path)?;
+            if let Err(e) = fs::rename(&tmp, &path) {
+                // A delete of the folder's last blob may have removed the folder just now.
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                fs::create_dir_all(dir)?;
+                fs::rename(&tmp, &path)?;
+            }
             sync_dir(dir)
         };
         if let Err(e) = write() {
@@ -139,11 +146,21 @@ impl BlobStore for LocalFs {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        match fs::remove_file(self.path(key)?) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(key)(e)),
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(key)(e)),
         }
+        // Folders the blob leaves empty go too (a refused upload leaves no `media/<id>/`).
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 

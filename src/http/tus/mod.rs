@@ -272,6 +272,10 @@ async fn head(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
+    load(&state, &caller, &id)?; // 404 before touching another PATCH
+    // As tusd does: a client asking where to resume takes the upload over, so a PATCH that stalled
+    // (its connection dead but not yet noticed) stores what it has and the offset is exact.
+    let _lock = UploadLock::take(&id).await?;
     let (info, offset, _, _) = load(&state, &caller, &id)?;
     let mut resp = with_tus(HttpResponse::Ok());
     resp.insert_header(("Upload-Offset", offset.to_string()))

@@ -100,9 +100,31 @@ impl SqliteJournal {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in one immediate (write) transaction and commits it.
+    /// Takes the write connection, waiting at most until `deadline` (a write of this process may
+    /// itself be waiting for another process's lock); then sets SQLite's busy timeout to what is
+    /// left, so the whole wait of a write is bounded by one deadline.
+    fn lock_until(&self, deadline: std::time::Instant) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        let conn = loop {
+            match self.conn.try_lock() {
+                Ok(c) => break c,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Storage("busy: the journal's writer is waiting for its lock".into()));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
+        conn.busy_timeout(left)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` in one immediate (write) transaction and commits it; the whole wait for the lock
+    /// (this process's other writes included) is bounded by [`BUSY_TIMEOUT`].
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
+        let mut conn = self.lock_until(std::time::Instant::now() + BUSY_TIMEOUT)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -131,22 +153,8 @@ impl SqliteJournal {
     /// Whether a write could start now: takes the write lock for at most [`READY_WAIT`] (also
     /// when this process's writer is busy, or another process holds SQLite's lock).
     fn try_writable(&self) -> Result<()> {
-        let deadline = std::time::Instant::now() + READY_WAIT;
-        let mut conn = loop {
-            match self.conn.try_lock() {
-                Ok(c) => break c,
-                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::Storage("busy: a write of this process is waiting for the lock".into()));
-                }
-            }
-        };
-        conn.busy_timeout(READY_WAIT)?;
-        let result = conn.transaction_with_behavior(TransactionBehavior::Immediate).map(drop);
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let conn = self.lock_until(std::time::Instant::now() + READY_WAIT)?;
+        let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
         result.map_err(|e| Error::Storage(format!("busy: the write lock is held elsewhere ({e})")))
     }
 }
