@@ -173,7 +173,7 @@ fn edge_out<B: MessageBody + 'static>(mut res: ServiceResponse<B>) -> ServiceRes
 }
 
 /// Whether every `%XX` sequence of `query` decodes to UTF-8 (with `+` and plain bytes as they are).
-fn query_is_utf8(query: &str) -> bool {
+pub fn query_is_utf8(query: &str) -> bool {
     if !query.contains('%') {
         return true;
     }
@@ -203,8 +203,16 @@ fn expect_continue(
 ) -> Result<actix_http::Request, actix_http::Response<BoxBody>> {
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let Some(len) = declared else { return Ok(req) };
+    // Over the upload limit is too large anywhere; the disk floor concerns uploads only.
+    let upload = req.path() == "/v1/media" || req.path().starts_with("/v1/uploads/");
     let max = state.app.config.upload.max_bytes;
-    let refusal = if len > max { Some(super::upload::too_large(max)) } else { state.space.admit(len).err() };
+    let refusal = if len > max {
+        Some(super::upload::too_large(max))
+    } else if upload {
+        state.space.admit(len).err()
+    } else {
+        None
+    };
     match refusal {
         None => Ok(req),
         Some(e) => {

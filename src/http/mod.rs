@@ -21,7 +21,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
 
-pub use edge::server;
+pub use edge::{query_is_utf8, server};
+pub use tus::parse_metadata as parse_tus_metadata;
 
 use crate::app::{self, App};
 use crate::metrics::Metrics;

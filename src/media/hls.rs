@@ -18,6 +18,9 @@ use super::aac::AacFrame;
 /// Codec string for AAC-LC (`mp4a`, object type 0x40, audio object type 2).
 pub const CODECS_AAC_LC: &str = "mp4a.40.2";
 
+/// The longest segment a playlist accepts, in seconds (longer ones are clamped).
+const MAX_SEGMENT_S: f64 = 86_400.0;
+
 /// A growing HLS media playlist for one rendition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaPlaylist {
@@ -48,8 +51,12 @@ impl MediaPlaylist {
     /// that their running sum tracks the exact running time (error-diffused rounding):
     /// 1000 segments of 5.994667 s add up to 5994.667 s, not 5995.000 s.
     pub fn push_segment(&mut self, uri: impl Into<String>, duration_s: f64) {
+        // The packager only ever passes a few seconds; anything else (negative, NaN, infinite, a
+        // day or more) is clamped rather than allowed to poison the running total (fuzzing found
+        // an infinite one overflowing the target duration).
+        let duration_s = if duration_s.is_finite() { duration_s.clamp(0.0, MAX_SEGMENT_S) } else { 0.0 };
         let start_ms = (self.total_s * 1000.0).round() as u64;
-        self.total_s += duration_s.max(0.0);
+        self.total_s += duration_s;
         let end_ms = (self.total_s * 1000.0).round() as u64;
         let ms = end_ms - start_ms;
         self.body.push_str(&format!("#EXTINF:{}.{:03},\n{}\n", ms / 1000, ms % 1000, uri.into()));
@@ -75,7 +82,7 @@ impl MediaPlaylist {
     /// The target duration actually declared: the configured one, raised if a segment
     /// rounds to more (RFC 8216 §4.3.3.1).
     pub fn declared_target_duration(&self) -> u32 {
-        self.target_duration_s.max(((self.longest_ms + 500) / 1000) as u32)
+        self.target_duration_s.max((self.longest_ms.saturating_add(500) / 1000) as u32)
     }
 
     /// Renders the playlist; `ended = false` gives an `EVENT` playlist, `true` a `VOD`
