@@ -239,38 +239,40 @@ pub struct Swept {
 }
 
 /// Removes expired uploads (finished ones too: their staging link is only for `HEAD`), and files
-/// with no sidecar; leaves uploads being written alone. Returns what it removed.
+/// whose sidecar is gone (a crash in create or terminate) once `grace` old; leaves uploads being
+/// written alone. An upload's files are judged together, by its sidecar. Returns what it removed.
 pub fn sweep(dir: &Path, now: Millis, expiry: Duration, grace: Duration) -> Swept {
     let mut swept = Swept::default();
     let Ok(entries) = std::fs::read_dir(dir) else { return swept };
+    let mut by_id: HashMap<String, Vec<std::fs::DirEntry>> = HashMap::new();
     for entry in entries.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let id = name.split('.').next().unwrap_or_default();
-        if UploadLock::is_held(id) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let id = name.split('.').next().unwrap_or_default().to_string();
+        by_id.entry(id).or_default().push(entry);
+    }
+    for (id, files) in by_id {
+        if UploadLock::is_held(&id) {
             continue;
         }
-        let side = dir.join(format!("{id}.json"));
-        let info = read_info(&side);
-        let age = age_ms(&entry, now);
-        let expired = match &info {
+        let expired = match read_info(&dir.join(format!("{id}.json"))) {
             Some(i) => {
-                let at = if i.expires_at > 0 { i.expires_at } else { now - age + expiry.as_millis() as Millis };
+                let youngest = files.iter().map(|e| age_ms(e, now)).min().unwrap_or(0);
+                let at = if i.expires_at > 0 { i.expires_at } else { now - youngest + expiry.as_millis() as Millis };
                 at <= now
             }
-            // A `.part` or temp file whose sidecar is gone (a crash in create or terminate).
-            None => age >= grace.as_millis() as Millis,
+            None => files.iter().all(|e| age_ms(e, now) >= grace.as_millis() as Millis),
         };
-        if expired {
+        if !expired {
+            continue;
+        }
+        for entry in files {
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if std::fs::remove_file(&path).is_ok() {
+            if std::fs::remove_file(entry.path()).is_ok() {
                 swept.files += 1;
                 swept.bytes += size;
             }
-            if name.ends_with(".json") {
-                OpenUploads::with(dir, now, |o| o.close(id));
-            }
         }
+        OpenUploads::with(dir, now, |o| o.close(&id));
     }
     swept
 }
